@@ -1,0 +1,143 @@
+/**
+ * Configuration from the environment, parsed once with zod. A bad value stops the service at start with a message
+ * naming the variable. Each service's schema is built here from shared pieces, so no service copies another's.
+ */
+import { z } from "zod";
+
+const url = (protocols: string[]) =>
+  z.string().refine((value) => {
+    try {
+      return protocols.includes(new URL(value).protocol);
+    } catch {
+      return false;
+    }
+  }, `must be a ${protocols.map((p) => `${p}//`).join(" or ")} URL`);
+
+const port = (fallback: number) => z.coerce.number().int().min(0).max(65535).default(fallback);
+const bool = (fallback: boolean) =>
+  z.enum(["true", "false", "1", "0"]).default(fallback ? "true" : "false").transform((v) => v === "true" || v === "1");
+const bytes = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+
+/** Settings of an S3-compatible store. */
+export const S3Env = z.object({
+  S3_ENDPOINT: url(["http:", "https:"]).optional(),
+  /** Where clients reach the store, for presigned download URLs; defaults to S3_ENDPOINT. */
+  S3_PUBLIC_ENDPOINT: url(["http:", "https:"]).optional(),
+  S3_BUCKET: z.string().min(3),
+  S3_REGION: z.string().default("us-east-1"),
+  S3_ACCESS_KEY_ID: z.string().min(1),
+  S3_SECRET_ACCESS_KEY: z.string().min(1),
+  S3_FORCE_PATH_STYLE: bool(true),
+  /** "when_required" for stores that keep aws-chunked framing of streamed uploads (s3rver, some MinIO, R2). */
+  S3_CHECKSUM: z.enum(["when_supported", "when_required"]).default("when_required"),
+  /** Lifetime of presigned download URLs, in seconds. */
+  S3_PRESIGN_SECONDS: z.coerce.number().int().min(1).max(604800).default(300),
+});
+/** Settings of an S3-compatible store. */
+export type S3Env = z.infer<typeof S3Env>;
+
+const listen = (fallbackPort: number) => ({
+  HOST: z.string().default("127.0.0.1"),
+  PORT: port(fallbackPort),
+});
+
+/** The Gateway: the one public API. */
+export const GatewayEnv = z.object({
+  ...listen(8080),
+  UPLOAD_URL: url(["http:", "https:"]),
+  METADATA_URL: url(["http:", "https:"]),
+});
+/** The Gateway: the one public API. */
+export type GatewayEnv = z.infer<typeof GatewayEnv>;
+
+/** Limits on what an upload may be. */
+export const UploadLimitsEnv = z.object({
+  /** The largest accepted upload, in bytes (default 2 GiB). */
+  MAX_UPLOAD_BYTES: bytes(2 * 1024 ** 3),
+});
+
+/** The Upload service: stores videos and publishes tasks. */
+export const UploadEnv = z.object({
+  ...listen(8081),
+  METADATA_URL: url(["http:", "https:"]),
+  RABBITMQ_URL: url(["amqp:", "amqps:"]),
+  ...UploadLimitsEnv.shape,
+  ...S3Env.shape,
+});
+/** The Upload service: stores videos and publishes tasks. */
+export type UploadEnv = z.infer<typeof UploadEnv>;
+
+/** The Metadata service: the one writer of job state. */
+export const MetadataEnv = z.object({
+  ...listen(8082),
+  REDIS_URL: url(["redis:", "rediss:"]),
+  RABBITMQ_URL: url(["amqp:", "amqps:"]),
+});
+/** The Metadata service: the one writer of job state. */
+export type MetadataEnv = z.infer<typeof MetadataEnv>;
+
+/** Limits and tools of a Convert worker. */
+export const ConvertLimitsEnv = z.object({
+  FFMPEG_PATH: z.string().default("ffmpeg"),
+  FFPROBE_PATH: z.string().default("ffprobe"),
+  /** How many conversions one worker runs at once. */
+  CONVERT_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(1),
+  /** The longest accepted input, in seconds (default 6 h). */
+  MAX_DURATION_SECONDS: z.coerce.number().positive().default(6 * 3600),
+  /** The most streams an input may have. */
+  MAX_STREAMS: z.coerce.number().int().positive().default(16),
+  /** Wall-clock cap of one ffmpeg run, in seconds; keep it under the broker's consumer timeout (30 min). */
+  FFMPEG_TIMEOUT_SECONDS: z.coerce.number().positive().default(20 * 60),
+});
+/** Limits and tools of a Convert worker. */
+export type ConvertLimitsEnv = z.infer<typeof ConvertLimitsEnv>;
+
+/** A Convert worker: runs FFmpeg on tasks. */
+export const ConvertEnv = z.object({
+  ...listen(8083),
+  RABBITMQ_URL: url(["amqp:", "amqps:"]),
+  /** The only folder the worker reads and writes: one subfolder per conversion, removed after. */
+  WORK_DIR: z.string().min(1).default("/tmp/vmp3-convert"),
+  ...ConvertLimitsEnv.shape,
+  ...S3Env.shape,
+});
+/** A Convert worker: runs FFmpeg on tasks. */
+export type ConvertEnv = z.infer<typeof ConvertEnv>;
+
+/** The embedded mode: all four services in one process, on local adapters. */
+export const EmbeddedEnv = z.object({
+  ...listen(8080),
+  /** Where the embedded store keeps jobs, queues and files. */
+  DATA_DIR: z.string().min(1).default(".data"),
+  ...UploadLimitsEnv.shape,
+  ...ConvertLimitsEnv.shape,
+});
+/** The embedded mode: all four services in one process, on local adapters. */
+export type EmbeddedEnv = z.infer<typeof EmbeddedEnv>;
+
+/** A configuration that cannot be used, with every bad variable named. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/**
+ * Parses the variables `schema` names out of `env`, ignoring others. Empty strings count as unset.
+ * Throws a {@linkcode ConfigError} naming each bad variable.
+ */
+export function parseEnv<S extends z.ZodObject>(
+  schema: S,
+  env: Record<string, string | undefined>,
+): z.infer<S> {
+  const picked: Record<string, string> = {};
+  for (const name of Object.keys(schema.shape)) {
+    const value = env[name];
+    if (value !== undefined && value !== "") picked[name] = value;
+  }
+  const result = schema.safeParse(picked);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => {
+    const name = String(issue.path[0] ?? "config");
+    return picked[name] === undefined ? `"${name}" is required` : `"${name}" ${issue.message}`;
+  });
+  throw new ConfigError(`Invalid configuration: ${problems.join("; ")}`);
+}

@@ -1,0 +1,47 @@
+/**
+ * Every message that crosses the broker, each defined once: a versioned zod schema, its type, and its queue.
+ * Consumers parse with these schemas at their edge.
+ */
+import { z } from "zod";
+import { JobOutput } from "./job.ts";
+import { ConversionOptions } from "./options.ts";
+
+/** The queue conversion tasks travel on, from Upload to Convert. */
+export const TASK_QUEUE = "vmp3.tasks.v1";
+/** The queue job events travel on, from Convert to Metadata. */
+export const EVENT_QUEUE = "vmp3.events.v1";
+
+/** Asks a Convert worker to turn one stored video into an MP3. */
+export const ConversionRequested = z.object({
+  type: z.literal("conversion.requested"),
+  version: z.literal(1),
+  jobId: z.uuid(),
+  inputKey: z.string().min(1),
+  outputKey: z.string().min(1),
+  filename: z.string(),
+  options: ConversionOptions,
+  requestedAt: z.iso.datetime(),
+});
+/** Asks a Convert worker to turn one stored video into an MP3. */
+export type ConversionRequested = z.infer<typeof ConversionRequested>;
+
+const eventBase = { version: z.literal(1), jobId: z.uuid(), at: z.iso.datetime() };
+
+/** What happened to a job, as Convert reports it to Metadata. */
+export const JobEvent = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("job.started"), ...eventBase, duration: z.number().nonnegative() }),
+  z.object({ type: z.literal("job.progress"), ...eventBase, progress: z.number().min(0).max(1) }),
+  z.object({ type: z.literal("job.done"), ...eventBase, output: JobOutput }),
+  z.object({
+    type: z.literal("job.failed"),
+    ...eventBase,
+    error: z.object({ code: z.string(), message: z.string() }),
+  }),
+]);
+/** What happened to a job, as Convert reports it to Metadata. */
+export type JobEvent = z.infer<typeof JobEvent>;
+
+/** The deterministic storage keys of a job's files: a redelivered task overwrites, never duplicates. */
+export function jobKeys(jobId: string): { inputKey: string; outputKey: string } {
+  return { inputKey: `inputs/${jobId}`, outputKey: `outputs/${jobId}.mp3` };
+}
