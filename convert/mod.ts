@@ -1,1 +1,6 @@
-/** @module */
+/**
+ * @module
+ * The Convert worker: hardened FFprobe/FFmpeg runs on conversion tasks, with progress reported as events.
+ */
+export { type ConvertLimits, createTaskHandler, startWorker, type WorkerDeps } from "./worker.ts";
+export { checkFfmpeg } from "./ffmpeg_check.ts";

@@ -1,1 +1,5 @@
-/** @module */
+/**
+ * @module
+ * The Gateway: the one public API (create jobs, watch them, download MP3s). No file system, no subprocess.
+ */
+export { createGatewayApp, type GatewayAppDeps } from "./app.ts";

@@ -9,3 +9,4 @@ export * from "./job.ts";
 export * from "./messages.ts";
 export * from "./options.ts";
 export * from "./ports.ts";
+export * from "./http.ts";

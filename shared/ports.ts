@@ -63,4 +63,4 @@ export interface JobStore {
 }
 
 /** A way to reach another service's HTTP API: `fetch` over the network, or a Hono app's own `fetch`. */
-export type Fetcher = (request: Request) => Promise<Response>;
+export type Fetcher = (request: Request) => Response | Promise<Response>;

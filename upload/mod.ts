@@ -1,1 +1,7 @@
-/** @module */
+/**
+ * @module
+ * The Upload service: streams videos into storage, records jobs through Metadata, publishes conversion tasks, and
+ * serves finished MP3s.
+ */
+export { createUploadApp, type UploadAppDeps } from "./app.ts";
+export { type IncomingFile, type Received, receiveUpload } from "./receive.ts";

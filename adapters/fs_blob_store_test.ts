@@ -1,0 +1,47 @@
+import { assert, assertEquals, assertRejects } from "../shared/testing/assert.ts";
+import { createFsBlobStore } from "./fs_blob_store.ts";
+
+function streamOf(...chunks: string[]): ReadableStream<Uint8Array> {
+  return ReadableStream.from(chunks.map((c) => new TextEncoder().encode(c)));
+}
+
+Deno.test("FS blob store round-trips an object and lists it by prefix", async () => {
+  const root = await Deno.makeTempDir();
+  const store = createFsBlobStore(root);
+  assertEquals(await store.put("inputs/a", streamOf("hello ", "world")), { size: 11 });
+  await store.put("outputs/a.mp3", streamOf("x"));
+  const got = await store.get("inputs/a");
+  assertEquals(got?.size, 11);
+  assertEquals(await new Response(got!.body).text(), "hello world");
+  assertEquals(await store.list("inputs/"), ["inputs/a"]);
+  assertEquals(await store.head("outputs/a.mp3"), { size: 1 });
+  await store.delete("inputs/a");
+  await store.delete("inputs/a");
+  assertEquals(await store.get("inputs/a"), null);
+  assertEquals(await store.presignGet("outputs/a.mp3", { filename: "a.mp3", expiresIn: 60 }), null);
+  await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("FS blob store leaves nothing behind when the stream fails midway", async () => {
+  const root = await Deno.makeTempDir();
+  const store = createFsBlobStore(root);
+  const failing = new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(new Uint8Array(1000));
+      controller.error(new Error("client went away"));
+    },
+  });
+  await assertRejects(() => store.put("inputs/b", failing));
+  assertEquals(await store.head("inputs/b"), null);
+  assertEquals(await store.list(""), []);
+  assertEquals([...Deno.readDirSync(`${root}/objects/inputs`)].length, 0, "a partial file was left");
+  await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("FS blob store refuses keys that could leave its folder", async () => {
+  const store = createFsBlobStore(await Deno.makeTempDir());
+  for (const key of ["../etc/passwd", "/etc/passwd", "a/../../b", "a//b", ""]) {
+    const error = await assertRejects(() => store.head(key));
+    assert(error instanceof Error && error.message.includes("Invalid storage key"), `accepted ${key}`);
+  }
+});

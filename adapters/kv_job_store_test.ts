@@ -1,0 +1,36 @@
+import { assertEquals } from "../shared/testing/assert.ts";
+import { applyEvent, createJob, type Job } from "@vmp3/shared";
+import { createKvJobStore } from "./kv_job_store.ts";
+
+const id = "6f1c2a5e-8a7b-4c1d-9e2f-0a1b2c3d4e5f";
+const job = (): Job => createJob({ id, input: { filename: "clip.mp4", size: 10 } }, new Date("2026-01-01T00:00:00Z"));
+
+Deno.test("KV job store inserts once, reads back, and answers null for an unknown id", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const store = createKvJobStore(kv);
+  assertEquals(await store.insert(job()), true);
+  assertEquals(await store.insert({ ...job(), status: "done" }), false);
+  assertEquals(await store.get(id), job());
+  assertEquals(await store.get(crypto.randomUUID()), null);
+  assertEquals(await store.update(crypto.randomUUID(), (j) => j), null);
+  kv.close();
+});
+
+Deno.test("KV job store loses no update when many run at once", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const store = createKvJobStore(kv);
+  await store.insert(job());
+  await Promise.all(
+    Array.from({ length: 50 }, (_, i) =>
+      store.update(id, (j) =>
+        applyEvent(j, {
+          type: "job.progress",
+          version: 1,
+          jobId: id,
+          at: new Date().toISOString(),
+          progress: (i + 1) / 100,
+        }))),
+  );
+  assertEquals((await store.get(id))?.progress, 0.5);
+  kv.close();
+});

@@ -1,0 +1,233 @@
+/**
+ * @module
+ * A {@linkcode BlobStore} on an S3-compatible object store (AWS S3, MinIO, R2, s3rver).
+ *
+ * Uploads stream through multipart upload with bounded memory (8 MiB parts, 2 in flight); a failed upload is
+ * aborted so it leaves neither an object nor a dangling multipart upload.
+ */
+import { Readable } from "node:stream";
+import type { ReadableStream as NodeReadableStream } from "node:stream/web";
+import {
+  CreateBucketCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsCommand,
+  S3Client,
+} from "@aws-sdk/client-s3";
+import { Upload } from "@aws-sdk/lib-storage";
+import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
+import type { BlobStore, S3Env } from "@vmp3/shared";
+
+/** How to reach one bucket of an S3-compatible store. */
+export interface S3Settings {
+  /** The store's API endpoint; unset means AWS S3 itself. */
+  endpoint?: string;
+  /** Where clients reach the store, used only to sign download URLs; defaults to `endpoint`. */
+  publicEndpoint?: string;
+  bucket: string;
+  region: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  /** Path-style URLs (`endpoint/bucket/key`), which s3rver and MinIO need. */
+  forcePathStyle: boolean;
+  /** "when_required" for stores that keep the aws-chunked framing of streamed uploads (s3rver, some MinIO, R2). */
+  checksum: "when_supported" | "when_required";
+  /** The longest lifetime of a presigned URL, in seconds; a longer `expiresIn` is cut to it. */
+  presignSeconds?: number;
+}
+
+/** A {@linkcode BlobStore} on S3, with bucket setup and shutdown. */
+export interface S3BlobStore extends BlobStore {
+  /** Creates the bucket if it does not exist. */
+  ensureBucket(): Promise<void>;
+  /** Releases the HTTP connections. */
+  close(): void;
+}
+
+/** The part size of multipart uploads. */
+const PART_SIZE = 8 * 1024 * 1024;
+/** How many parts upload at once: memory stays near (QUEUE_SIZE + 1) * PART_SIZE per upload. */
+const QUEUE_SIZE = 2;
+
+/** Maps the S3 settings of the environment to {@linkcode S3Settings}. */
+export function s3SettingsFromEnv(env: S3Env): S3Settings {
+  return {
+    endpoint: env.S3_ENDPOINT,
+    publicEndpoint: env.S3_PUBLIC_ENDPOINT,
+    bucket: env.S3_BUCKET,
+    region: env.S3_REGION,
+    accessKeyId: env.S3_ACCESS_KEY_ID,
+    secretAccessKey: env.S3_SECRET_ACCESS_KEY,
+    forcePathStyle: env.S3_FORCE_PATH_STYLE,
+    checksum: env.S3_CHECKSUM,
+    presignSeconds: env.S3_PRESIGN_SECONDS,
+  };
+}
+
+function makeClient(settings: S3Settings, endpoint: string | undefined): S3Client {
+  const checksum = settings.checksum === "when_required" ? "WHEN_REQUIRED" : "WHEN_SUPPORTED";
+  return new S3Client({
+    endpoint,
+    region: settings.region,
+    credentials: { accessKeyId: settings.accessKeyId, secretAccessKey: settings.secretAccessKey },
+    forcePathStyle: settings.forcePathStyle,
+    requestChecksumCalculation: checksum,
+    responseChecksumValidation: checksum,
+  });
+}
+
+/** Whether `error` is S3's answer that an object or bucket does not exist. */
+function isNotFound(error: unknown): boolean {
+  if (typeof error !== "object" || error === null) return false;
+  const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };
+  return e.name === "NoSuchKey" || e.name === "NotFound" || e.name === "NoSuchBucket" ||
+    e.$metadata?.httpStatusCode === 404;
+}
+
+/** A `Content-Disposition: attachment` value for `filename`: an ASCII fallback plus the exact UTF-8 name. */
+export function attachmentDisposition(filename: string): string {
+  const fallback = filename.replace(/[^\x20-\x7e]|["\\%]/g, "_").trim() || "download";
+  const encoded = encodeURIComponent(filename).replace(
+    /['()*]/g,
+    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
+  );
+  return `attachment; filename="${fallback}"; filename*=UTF-8''${encoded}`;
+}
+
+/** Creates a {@linkcode BlobStore} on the bucket that `settings` names; nothing connects until first use. */
+export function createS3BlobStore(settings: S3Settings): S3BlobStore {
+  const client = makeClient(settings, settings.endpoint);
+  const signer = settings.publicEndpoint && settings.publicEndpoint !== settings.endpoint
+    ? makeClient(settings, settings.publicEndpoint)
+    : client;
+  const Bucket = settings.bucket;
+
+  return {
+    async ensureBucket() {
+      try {
+        await client.send(new HeadBucketCommand({ Bucket }));
+        return;
+      } catch (error) {
+        if (!isNotFound(error)) throw error;
+      }
+      try {
+        await client.send(new CreateBucketCommand({ Bucket }));
+      } catch (error) {
+        const name = (error as { name?: string }).name;
+        if (name !== "BucketAlreadyOwnedByYou" && name !== "BucketAlreadyExists") throw error;
+      }
+    },
+
+    async put(key, body, options) {
+      let size = 0;
+      let failed: { error: unknown } | undefined;
+      const reader = body.getReader();
+      const counted = new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          let result: ReadableStreamReadResult<Uint8Array>;
+          try {
+            result = await reader.read();
+          } catch (error) {
+            failed = { error };
+            controller.error(error);
+            return;
+          }
+          if (result.done) {
+            controller.close();
+          } else {
+            size += result.value.byteLength;
+            controller.enqueue(result.value);
+          }
+        },
+        cancel(reason) {
+          return reader.cancel(reason);
+        },
+      }, { highWaterMark: 0 });
+      // PutObject with a web stream body stores 0 bytes under Deno: hand the SDK a Node stream.
+      const nodeBody = Readable.fromWeb(counted as unknown as NodeReadableStream<Uint8Array>);
+      const upload = new Upload({
+        client,
+        params: { Bucket, Key: key, Body: nodeBody, ContentType: options?.contentType },
+        partSize: PART_SIZE,
+        queueSize: QUEUE_SIZE,
+        leavePartsOnError: false,
+      });
+      try {
+        await upload.done();
+      } catch (error) {
+        nodeBody.destroy();
+        reader.cancel(error).catch(() => {});
+        // The caller's own error (say, a size limit its stream enforces) wins over what the SDK made of it,
+        // or over a failure to abort the multipart upload (s3rver cannot abort one).
+        throw failed ? failed.error : error;
+      }
+      return { size };
+    },
+
+    async get(key) {
+      try {
+        const out = await client.send(new GetObjectCommand({ Bucket, Key: key }));
+        if (!out.Body) throw new Error(`S3 GetObject of "${key}" returned no body`);
+        return {
+          body: out.Body.transformToWebStream() as ReadableStream<Uint8Array>,
+          size: out.ContentLength ?? 0,
+        };
+      } catch (error) {
+        if (isNotFound(error)) return null;
+        throw error;
+      }
+    },
+
+    async head(key) {
+      try {
+        const out = await client.send(new HeadObjectCommand({ Bucket, Key: key }));
+        return { size: out.ContentLength ?? 0 };
+      } catch (error) {
+        if (isNotFound(error)) return null;
+        throw error;
+      }
+    },
+
+    async delete(key) {
+      try {
+        await client.send(new DeleteObjectCommand({ Bucket, Key: key }));
+      } catch (error) {
+        if (!isNotFound(error)) throw error;
+      }
+    },
+
+    async list(prefix) {
+      // ListObjects (v1) paged by Marker: v2's continuation tokens break s3rver (it makes them with DES, which
+      // neither Deno nor OpenSSL 3 offer), and every S3-compatible store still answers v1.
+      const keys: string[] = [];
+      let Marker: string | undefined;
+      for (;;) {
+        const out = await client.send(new ListObjectsCommand({ Bucket, Prefix: prefix, Marker }));
+        const page = (out.Contents ?? []).flatMap((item) => item.Key === undefined ? [] : [item.Key]);
+        keys.push(...page);
+        if (!out.IsTruncated || page.length === 0) return keys;
+        Marker = out.NextMarker ?? page[page.length - 1];
+      }
+    },
+
+    async presignGet(key, { filename, expiresIn }) {
+      const lifetime = Math.max(
+        1,
+        Math.floor(settings.presignSeconds ? Math.min(expiresIn, settings.presignSeconds) : expiresIn),
+      );
+      const command = new GetObjectCommand({
+        Bucket,
+        Key: key,
+        ResponseContentDisposition: attachmentDisposition(filename),
+      });
+      return await getSignedUrl(signer, command, { expiresIn: lifetime });
+    },
+
+    close() {
+      client.destroy();
+      if (signer !== client) signer.destroy();
+    },
+  };
+}

@@ -1,0 +1,226 @@
+/**
+ * Tests of the S3 blob store against a real s3rver. Run through `bash scripts/test_servers.sh deno test -A ...`.
+ */
+import assert from "node:assert/strict";
+import { attachmentDisposition, createS3BlobStore, type S3BlobStore, type S3Settings } from "./s3_blob_store.ts";
+
+function endpoint(): string {
+  const value = Deno.env.get("TEST_S3_ENDPOINT");
+  if (!value) {
+    throw new Error(
+      "TEST_S3_ENDPOINT is not set: run through `bash scripts/test_servers.sh deno test -A adapters/`",
+    );
+  }
+  return value;
+}
+
+function settings(overrides: Partial<S3Settings> = {}): S3Settings {
+  return {
+    endpoint: endpoint(),
+    bucket: `test-${crypto.randomUUID().slice(0, 8)}`,
+    region: "us-east-1",
+    accessKeyId: "S3RVER",
+    secretAccessKey: "S3RVER",
+    forcePathStyle: true,
+    checksum: "when_required",
+    presignSeconds: 300,
+    ...overrides,
+  };
+}
+
+async function withStore(
+  fn: (store: S3BlobStore) => Promise<void>,
+  overrides: Partial<S3Settings> = {},
+): Promise<void> {
+  const store = createS3BlobStore(settings(overrides));
+  try {
+    await store.ensureBucket();
+    await fn(store);
+  } finally {
+    store.close();
+  }
+}
+
+/** Deterministic pseudo-random bytes, `size` in total, in chunks of 64 KiB. */
+function generated(size: number, seed = 1): { stream: ReadableStream<Uint8Array>; digest: Promise<string> } {
+  const hashed: Uint8Array[] = [];
+  let sent = 0;
+  let state = seed;
+  let finish!: () => void;
+  const done = new Promise<void>((resolve) => finish = resolve);
+  const stream = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (sent >= size) {
+        controller.close();
+        finish();
+        return;
+      }
+      const chunk = new Uint8Array(Math.min(64 * 1024, size - sent));
+      for (let i = 0; i < chunk.length; i++) {
+        state = (state * 1103515245 + 12345) >>> 0;
+        chunk[i] = state >>> 24;
+      }
+      sent += chunk.length;
+      hashed.push(chunk);
+      controller.enqueue(chunk);
+    },
+  });
+  const digest = done.then(() => sha256(hashed));
+  return { stream, digest };
+}
+
+async function sha256(chunks: Uint8Array[]): Promise<string> {
+  const total = chunks.reduce((n, c) => n + c.length, 0);
+  const all = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.length;
+  }
+  const hash = await crypto.subtle.digest("SHA-256", all);
+  return Array.from(new Uint8Array(hash), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function readAll(stream: ReadableStream<Uint8Array>): Promise<Uint8Array[]> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of stream) chunks.push(new Uint8Array(chunk));
+  return chunks;
+}
+
+function bytesOf(text: string): ReadableStream<Uint8Array> {
+  return new Blob([text]).stream();
+}
+
+Deno.test("s3: a 20 MiB multipart object round-trips byte for byte", async () => {
+  await withStore(async (store) => {
+    const size = 20 * 1024 * 1024 + 123;
+    const { stream, digest } = generated(size);
+    const put = await store.put("inputs/big", stream, { contentType: "video/mp4" });
+    assert.equal(put.size, size);
+    assert.deepEqual(await store.head("inputs/big"), { size });
+    const got = await store.get("inputs/big");
+    assert.ok(got);
+    assert.equal(got.size, size);
+    assert.equal(await sha256(await readAll(got.body)), await digest);
+  });
+});
+
+Deno.test("s3: a stream that fails midway leaves no object behind", async () => {
+  await withStore(async (store) => {
+    let sent = 0;
+    const failing = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (sent >= 12 * 1024 * 1024) {
+          controller.error(new Error("client went away"));
+          return;
+        }
+        sent += 1024 * 1024;
+        controller.enqueue(new Uint8Array(1024 * 1024).fill(7));
+      },
+    });
+    await assert.rejects(store.put("inputs/broken", failing), /client went away/);
+    assert.equal(await store.head("inputs/broken"), null);
+    assert.deepEqual(await store.list(""), []);
+    assert.equal(await store.get("inputs/broken"), null);
+  });
+});
+
+Deno.test("s3: a small stream that fails leaves no object behind", async () => {
+  await withStore(async (store) => {
+    const failing = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new Uint8Array(1000));
+        controller.error(new Error("early failure"));
+      },
+    });
+    await assert.rejects(store.put("inputs/small-broken", failing), /early failure/);
+    assert.equal(await store.head("inputs/small-broken"), null);
+    assert.deepEqual(await store.list(""), []);
+  });
+});
+
+Deno.test("s3: an empty and a small object round-trip", async () => {
+  await withStore(async (store) => {
+    assert.deepEqual(await store.put("empty", new ReadableStream({ start: (c) => c.close() })), { size: 0 });
+    assert.deepEqual(await store.head("empty"), { size: 0 });
+    const empty = await store.get("empty");
+    assert.ok(empty);
+    assert.equal((await readAll(empty.body)).length, 0);
+
+    assert.deepEqual(await store.put("small", bytesOf("héllo")), { size: 6 });
+    const small = await store.get("small");
+    assert.ok(small);
+    assert.equal(small.size, 6);
+    assert.equal(await new Response(small.body).text(), "héllo");
+  });
+});
+
+Deno.test("s3: get and head of a missing object are null", async () => {
+  await withStore(async (store) => {
+    assert.equal(await store.get("missing"), null);
+    assert.equal(await store.head("missing"), null);
+  });
+});
+
+Deno.test("s3: delete removes, and deleting again is not an error", async () => {
+  await withStore(async (store) => {
+    await store.put("outputs/a.mp3", bytesOf("abc"));
+    await store.delete("outputs/a.mp3");
+    assert.equal(await store.head("outputs/a.mp3"), null);
+    await store.delete("outputs/a.mp3");
+    await store.delete("never-existed");
+  });
+});
+
+Deno.test("s3: list returns the keys under a prefix, across pages", async () => {
+  await withStore(async (store) => {
+    const keys = Array.from({ length: 1005 }, (_, i) => `inputs/${String(i).padStart(4, "0")}`);
+    for (let i = 0; i < keys.length; i += 50) {
+      await Promise.all(keys.slice(i, i + 50).map((key) => store.put(key, bytesOf("x"))));
+    }
+    await store.put("outputs/one.mp3", bytesOf("y"));
+    assert.deepEqual((await store.list("inputs/")).sort(), keys);
+    assert.deepEqual(await store.list("outputs/"), ["outputs/one.mp3"]);
+    assert.deepEqual(await store.list("nothing/"), []);
+  });
+});
+
+Deno.test("s3: a presigned URL downloads the exact bytes with the filename", async () => {
+  await withStore(async (store) => {
+    const { stream, digest } = generated(300_000, 7);
+    await store.put("outputs/song.mp3", stream, { contentType: "audio/mpeg" });
+    const url = await store.presignGet("outputs/song.mp3", { filename: 'Café "live".mp3', expiresIn: 60 });
+    assert.ok(url);
+    assert.ok(url.startsWith(endpoint()), url);
+    const response = await fetch(url);
+    assert.equal(response.status, 200);
+    const disposition = response.headers.get("content-disposition");
+    assert.equal(disposition, attachmentDisposition('Café "live".mp3'));
+    assert.equal(disposition, `attachment; filename="Caf_ _live_.mp3"; filename*=UTF-8''Caf%C3%A9%20%22live%22.mp3`);
+    assert.equal(await sha256([new Uint8Array(await response.arrayBuffer())]), await digest);
+  });
+});
+
+Deno.test("s3: presigned URLs use the public endpoint when one is set", async () => {
+  await withStore(async (store) => {
+    const url = await store.presignGet("k", { filename: "a.mp3", expiresIn: 60 });
+    assert.ok(url?.startsWith("https://files.example.test/"), url ?? "null");
+  }, { publicEndpoint: "https://files.example.test" });
+});
+
+Deno.test("s3: with checksum when_required the stored bytes are exactly the uploaded bytes", async () => {
+  await withStore(async (store) => {
+    // Both paths: a single PutObject (under one part) and a multipart upload.
+    for (const size of [100_000, 9 * 1024 * 1024]) {
+      const key = `inputs/exact-${size}`;
+      const { stream, digest } = generated(size, size);
+      assert.deepEqual(await store.put(key, stream), { size });
+      // Read the stored object with a plain HTTP GET, outside the SDK's response handling.
+      const url = await store.presignGet(key, { filename: "x", expiresIn: 60 });
+      const response = await fetch(url!);
+      const stored = new Uint8Array(await response.arrayBuffer());
+      assert.equal(stored.length, size);
+      assert.equal(await sha256([stored]), await digest);
+    }
+  }, { checksum: "when_required" });
+});

@@ -1,0 +1,143 @@
+/**
+ * The Convert worker: takes a conversion task, fetches the video into a private work folder, probes it, runs
+ * FFmpeg, stores the MP3 under the job's deterministic key, and reports to Metadata. A task is acked only after the
+ * MP3 is stored and the final event is confirmed by the broker; a redelivered task overwrites the same MP3.
+ */
+import {
+  AppError,
+  type BlobStore,
+  type ConversionRequested,
+  INPUT_ERROR_CODES,
+  type JobEvent,
+  type Outcome,
+  type Queue,
+  type Subscription,
+} from "@vmp3/shared";
+import { probeInput } from "./probe.ts";
+import { transcode } from "./transcode.ts";
+
+/** Tools and limits of one worker. */
+export interface ConvertLimits {
+  ffmpegPath: string;
+  ffprobePath: string;
+  /** The longest accepted input, in seconds. */
+  maxDuration: number;
+  /** The most streams an input may have. */
+  maxStreams: number;
+  /** Wall-clock cap of one FFmpeg run, in ms. */
+  timeoutMs: number;
+}
+
+/** What a worker needs. */
+export interface WorkerDeps {
+  blobs: BlobStore;
+  events: Queue<JobEvent>;
+  /** The only folder the worker writes to; one subfolder per task, removed after. */
+  workDir: string;
+  limits: ConvertLimits;
+  /** Least time between two progress events of a job, in ms. */
+  progressEveryMs?: number;
+  now?: () => Date;
+}
+
+/** Creates the function that handles one task and says what to do with its message. */
+export function createTaskHandler(deps: WorkerDeps): (task: ConversionRequested) => Promise<Outcome> {
+  const { blobs, events, workDir, limits, progressEveryMs = 500, now = () => new Date() } = deps;
+  const at = () => now().toISOString();
+
+  return async (task) => {
+    const { jobId } = task;
+    const dir = `${workDir}/${jobId}-${crypto.randomUUID().slice(0, 8)}`;
+    await Deno.mkdir(dir, { recursive: true });
+    try {
+      const object = await blobs.get(task.inputKey);
+      if (!object) {
+        await events.publish({
+          type: "job.failed",
+          version: 1,
+          jobId,
+          at: at(),
+          error: { code: "internal", message: "The uploaded video is no longer in storage" },
+        });
+        return "ack";
+      }
+      const inputPath = `${dir}/input`;
+      const outputPath = `${dir}/output.mp3`;
+      const file = await Deno.open(inputPath, { write: true, createNew: true });
+      await object.body.pipeTo(file.writable);
+
+      const probe = await probeInput(inputPath, {
+        ffprobePath: limits.ffprobePath,
+        maxDuration: limits.maxDuration,
+        maxStreams: limits.maxStreams,
+      });
+      await events.publish({ type: "job.started", version: 1, jobId, at: at(), duration: probe.duration });
+
+      let reported = 0;
+      let lastSent = 0;
+      let sending = Promise.resolve();
+      await transcode(inputPath, outputPath, {
+        ffmpegPath: limits.ffmpegPath,
+        bitrate: task.options.bitrate,
+        duration: probe.duration,
+        timeoutMs: limits.timeoutMs,
+        onProgress(fraction) {
+          const progress = Math.min(0.99, Math.round(fraction * 1000) / 1000);
+          if (progress <= reported || Date.now() - lastSent < progressEveryMs) return;
+          reported = progress;
+          lastSent = Date.now();
+          sending = sending.then(() =>
+            events.publish({ type: "job.progress", version: 1, jobId, at: at(), progress })
+          ).catch((error) => console.error(`Progress of job ${jobId} was not reported:`, error));
+        },
+      });
+      await sending;
+
+      const result = await probeInput(outputPath, {
+        ffprobePath: limits.ffprobePath,
+        maxDuration: Number.MAX_SAFE_INTEGER,
+        maxStreams: 1,
+      });
+      const stat = await Deno.stat(outputPath);
+      const output = await Deno.open(outputPath, { read: true });
+      const { size } = await blobs.put(task.outputKey, output.readable, { contentType: "audio/mpeg" });
+      await events.publish({
+        type: "job.done",
+        version: 1,
+        jobId,
+        at: at(),
+        output: {
+          key: task.outputKey,
+          size,
+          duration: result.duration,
+          bitrate: result.duration > 0 ? Math.round((stat.size * 8) / result.duration) : 0,
+        },
+      });
+      return "ack";
+    } catch (error) {
+      if (error instanceof AppError && INPUT_ERROR_CODES.includes(error.code)) {
+        await events.publish({
+          type: "job.failed",
+          version: 1,
+          jobId,
+          at: at(),
+          error: { code: error.code, message: error.message },
+        });
+        return "ack";
+      }
+      console.error(`Job ${jobId} failed; the task will be retried:`, error);
+      return "retry";
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  };
+}
+
+/** Consumes `tasks`, running at most `concurrency` conversions at once. */
+export function startWorker(
+  tasks: Queue<ConversionRequested>,
+  deps: WorkerDeps & { concurrency?: number },
+): Promise<Subscription> {
+  const handle = createTaskHandler(deps);
+  return tasks.consume((task) => handle(task), { prefetch: deps.concurrency ?? 1 });
+}

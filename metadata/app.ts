@@ -1,0 +1,87 @@
+/** The Metadata service's HTTP API: create jobs, read them, apply events, and watch them change. */
+import { Hono } from "hono";
+import { streamSSE } from "hono/streaming";
+import {
+  AppError,
+  applyEvent,
+  createJob,
+  isFinal,
+  type Job,
+  JobEvent,
+  type JobStore,
+  NewJob,
+  onError,
+  onNotFound,
+  publicJob,
+} from "@vmp3/shared";
+
+/** What the Metadata app needs. */
+export interface MetadataAppDeps {
+  store: JobStore;
+  /** How often an event stream looks for changes, in ms. */
+  pollMs?: number;
+  now?: () => Date;
+}
+
+async function mustGet(store: JobStore, id: string): Promise<Job> {
+  const job = await store.get(id).catch((cause) => {
+    throw new AppError("service_unavailable", "The job store cannot be reached; try again shortly", { cause });
+  });
+  if (!job) throw new AppError("not_found", `There is no job ${JSON.stringify(id)}`);
+  return job;
+}
+
+/** Creates the Metadata HTTP app over `store`. */
+export function createMetadataApp(deps: MetadataAppDeps): Hono {
+  const { store, pollMs = 250, now = () => new Date() } = deps;
+  const app = new Hono();
+  app.onError(onError);
+  app.notFound(onNotFound);
+
+  app.get("/healthz", (c) => c.json({ ok: true }));
+
+  app.post("/jobs", async (c) => {
+    const parsed = NewJob.safeParse(await c.req.json().catch(() => null));
+    if (!parsed.success) throw new AppError("invalid_request", `Invalid job: ${parsed.error.issues[0].message}`);
+    const job = createJob(parsed.data, now());
+    if (await store.insert(job)) return c.json(publicJob(job), 201);
+    return c.json(publicJob(await mustGet(store, job.id)), 200);
+  });
+
+  app.get("/jobs/:id", async (c) => c.json(publicJob(await mustGet(store, c.req.param("id")))));
+
+  app.post("/jobs/:id/events", async (c) => {
+    const parsed = JobEvent.safeParse(await c.req.json().catch(() => null));
+    if (!parsed.success || parsed.data.jobId !== c.req.param("id")) {
+      throw new AppError("invalid_request", "The body is not a job event for this job");
+    }
+    const job = await store.update(parsed.data.jobId, (job) => applyEvent(job, parsed.data));
+    if (!job) throw new AppError("not_found", `There is no job ${JSON.stringify(parsed.data.jobId)}`);
+    return c.json(publicJob(job));
+  });
+
+  app.get("/jobs/:id/events", async (c) => {
+    const id = c.req.param("id");
+    let job = await mustGet(store, id);
+    return streamSSE(c, async (stream) => {
+      let sent = "";
+      let idle = 0;
+      while (!stream.aborted) {
+        const data = JSON.stringify(publicJob(job));
+        if (data !== sent) {
+          await stream.writeSSE({ event: "job", data });
+          sent = data;
+          idle = 0;
+          if (isFinal(job.status)) break;
+        } else if (++idle * pollMs >= 15_000) {
+          await stream.write(": keep-alive\n\n");
+          idle = 0;
+        }
+        await stream.sleep(pollMs);
+        job = (await store.get(id).catch(() => job)) ?? job;
+      }
+    });
+  });
+
+  return app;
+}

@@ -1,0 +1,79 @@
+import { assertEquals } from "../shared/testing/assert.ts";
+import { createKvJobStore } from "@vmp3/adapters/kv-jobs";
+import type { JobEvent } from "@vmp3/shared";
+import { createMetadataApp } from "./app.ts";
+
+const id = "1b9d6bcd-bbfd-4b2d-9b5d-ab8dfbbd4bed";
+const at = (s: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, s)).toISOString();
+
+async function setup() {
+  const kv = await Deno.openKv(":memory:");
+  const app = createMetadataApp({ store: createKvJobStore(kv), pollMs: 10, now: () => new Date(at(0)) });
+  const post = (path: string, body: unknown) =>
+    app.request(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  return { kv, app, post };
+}
+
+Deno.test("POST /jobs records a queued job once; a repeat answers the same job with 200", async () => {
+  const { kv, app, post } = await setup();
+  const first = await post("/jobs", { id, input: { filename: "clip.mp4", size: 5 } });
+  assertEquals(first.status, 201);
+  const job = await first.json();
+  assertEquals([job.status, job.progress, job.input], ["queued", 0, { filename: "clip.mp4", size: 5 }]);
+  const again = await post("/jobs", { id, input: { filename: "other.mp4", size: 9 } });
+  assertEquals(again.status, 200);
+  assertEquals((await again.json()).input.filename, "clip.mp4");
+  assertEquals((await app.request(`/jobs/${id}`)).status, 200);
+  kv.close();
+});
+
+Deno.test("Metadata answers unknown jobs and bad bodies with the error JSON", async () => {
+  const { kv, app, post } = await setup();
+  const missing = await app.request(`/jobs/${crypto.randomUUID()}`);
+  assertEquals(missing.status, 404);
+  assertEquals((await missing.json()).error.code, "not_found");
+  const bad = await post("/jobs", { id: "not-a-uuid" });
+  assertEquals(bad.status, 400);
+  assertEquals((await bad.json()).error.code, "invalid_request");
+  kv.close();
+});
+
+Deno.test("Events move a job forward only: a late progress or start never undoes done", async () => {
+  const { kv, post } = await setup();
+  await post("/jobs", { id, input: { filename: "clip.mp4", size: 5 } });
+  const events: JobEvent[] = [
+    { type: "job.started", version: 1, jobId: id, at: at(1), duration: 3 },
+    { type: "job.progress", version: 1, jobId: id, at: at(2), progress: 0.5 },
+    { type: "job.done", version: 1, jobId: id, at: at(3), output: { key: "k", size: 10, duration: 3, bitrate: 192000 } },
+    { type: "job.progress", version: 1, jobId: id, at: at(4), progress: 0.7 },
+    { type: "job.started", version: 1, jobId: id, at: at(5), duration: 3 },
+    { type: "job.failed", version: 1, jobId: id, at: at(6), error: { code: "internal", message: "late" } },
+  ];
+  let last;
+  for (const event of events) last = await (await post(`/jobs/${id}/events`, event)).json();
+  assertEquals([last.status, last.progress, last.updatedAt, last.error], ["done", 1, at(3), undefined]);
+  assertEquals(last.output, { size: 10, duration: 3, bitrate: 192000 }, "the storage key is not shown");
+  kv.close();
+});
+
+Deno.test("GET /jobs/:id/events streams each change and closes after the final state", async () => {
+  const { kv, app, post } = await setup();
+  await post("/jobs", { id, input: { filename: "clip.mp4", size: 5 } });
+  const response = await app.request(`/jobs/${id}/events`);
+  assertEquals(response.headers.get("content-type"), "text/event-stream");
+  const reading = response.text();
+  await new Promise((r) => setTimeout(r, 30));
+  await post(`/jobs/${id}/events`, { type: "job.started", version: 1, jobId: id, at: at(1), duration: 3 });
+  await new Promise((r) => setTimeout(r, 30));
+  await post(`/jobs/${id}/events`, {
+    type: "job.failed",
+    version: 1,
+    jobId: id,
+    at: at(2),
+    error: { code: "no_audio_stream", message: "no audio" },
+  });
+  const text = await reading; // resolves only because the stream closes after "failed"
+  const statuses = [...text.matchAll(/^data: (.*)$/gm)].map((m) => JSON.parse(m[1]).status);
+  assertEquals(statuses, ["queued", "converting", "failed"]);
+  kv.close();
+});

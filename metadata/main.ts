@@ -1,0 +1,27 @@
+/**
+ * The Metadata service in real mode: jobs in Redis, events from RabbitMQ.
+ * Run: `deno task start:metadata` (see README for the variables).
+ * @module
+ */
+import { EVENT_QUEUE, JobEvent, MetadataEnv, parseEnv } from "@vmp3/shared";
+import { createRabbitBroker } from "@vmp3/adapters/rabbitmq";
+import { createRedisClient, createRedisJobStore } from "@vmp3/adapters/redis";
+import { createMetadataApp } from "./app.ts";
+import { startEventConsumer } from "./event_consumer.ts";
+import { serveUntilSignal } from "@vmp3/adapters/serve";
+
+/** Starts the Metadata service with `config`; resolves once it listens. */
+export async function run(config: MetadataEnv) {
+  const redis = createRedisClient(config.REDIS_URL);
+  const broker = createRabbitBroker(config.RABBITMQ_URL, { name: "metadata" });
+  const store = createRedisJobStore(redis);
+  const consumer = await startEventConsumer(broker.queue(EVENT_QUEUE, JobEvent), store);
+  const app = createMetadataApp({ store });
+  return serveUntilSignal(app, config, async () => {
+    await consumer.close();
+    await broker.close();
+    redis.disconnect();
+  });
+}
+
+if (import.meta.main) await run(parseEnv(MetadataEnv, Deno.env.toObject()));

@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Runs a command beside private, throwaway test servers: Redis (no persistence), a RabbitMQ node and s3rver, each
+# on free loopback ports with its own directory, so several runs can go on at once on one machine.
+#
+#   bash scripts/test_servers.sh deno test -A adapters/
+#
+# Exports to the command:
+#   TEST_REDIS_URL, TEST_REDIS_PORT, TEST_REDIS_START (a script that starts Redis again after a stop),
+#   TEST_RABBITMQ_URL, TEST_RABBITMQ_PORT, TEST_RABBITMQ_NODE,
+#   TEST_RABBITMQ_CTL (e.g. `$TEST_RABBITMQ_CTL close_all_connections why`), TEST_RABBITMQ_START (starts the node again
+#   after `$TEST_RABBITMQ_CTL shutdown`; waits until it is up),
+#   TEST_S3_ENDPOINT, TEST_S3_REGION, TEST_S3_ACCESS_KEY_ID, TEST_S3_SECRET_ACCESS_KEY, TEST_SERVERS_DIR.
+# Everything is stopped and removed when the command ends (or on Ctrl-C); the script exits with the command's code.
+# KEEP_TEST_SERVERS_DIR=1 keeps the directory (logs) for a look afterwards.
+set -uo pipefail
+
+if [[ $# -eq 0 ]]; then
+  echo "usage: bash scripts/test_servers.sh <command...>" >&2
+  exit 2
+fi
+
+for tool in deno redis-server redis-cli rabbitmq-server rabbitmqctl curl; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "test_servers: '$tool' not found (apt-get install -y --no-install-recommends redis-server rabbitmq-server curl)" >&2
+    exit 2
+  fi
+done
+
+log() { echo "test_servers: $*" >&2; }
+
+DIR="$(mktemp -d "${TMPDIR:-/tmp}/vmp3-test-servers.XXXXXX")"
+chmod 755 "$DIR"
+ID="$(basename "$DIR" | tr -dc 'a-zA-Z0-9' | tr 'A-Z' 'a-z')-$$"
+
+REDIS_PID=""
+S3_PID=""
+RABBIT_STARTED=""
+RABBIT_NODE="vmp3-${ID}@localhost"
+CLEANED=""
+
+rabbitctl() {
+  rabbitmqctl -n "$RABBIT_NODE" "$@"
+}
+
+cleanup() {
+  [[ -n "$CLEANED" ]] && return
+  CLEANED=1
+  local pids=()
+  if [[ -n "$RABBIT_STARTED" ]]; then
+    (
+      if ! timeout 30 rabbitmqctl -n "$RABBIT_NODE" -q shutdown >/dev/null 2>&1; then
+        pid="$(cat "$DIR/rabbitmq/pid" 2>/dev/null || true)"
+        [[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null
+      fi
+    ) &
+    pids+=($!)
+  fi
+  if [[ -n "${REDIS_PORT:-}" ]]; then
+    (
+      if ! timeout 10 redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1; then
+        pid="$(cat "$DIR/redis/redis.pid" 2>/dev/null || true)"
+        [[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null
+      fi
+    ) &
+    pids+=($!)
+  fi
+  if [[ -n "$S3_PID" ]]; then
+    kill "$S3_PID" 2>/dev/null
+    for _ in $(seq 1 50); do kill -0 "$S3_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$S3_PID" 2>/dev/null
+  fi
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+  if [[ -n "${KEEP_TEST_SERVERS_DIR:-}" ]]; then
+    log "kept $DIR"
+  else
+    rm -rf "$DIR"
+  fi
+}
+
+on_exit() {
+  local rc=$?
+  cleanup
+  exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Five distinct free ports below the ephemeral range (so an outgoing connection cannot take one meanwhile),
+# each held open until all are chosen.
+PORTS="$(
+  cd "$DIR" && deno eval --no-config --no-lock '
+  const held = [];
+  while (held.length < 5) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    try {
+      held.push(Deno.listen({ hostname: "127.0.0.1", port }));
+    } catch { /* taken: try another */ }
+  }
+  console.log(held.map((l) => l.addr.port).join(" "));
+  for (const l of held) l.close();
+'
+)" || { log "could not pick ports"; exit 1; }
+read -r REDIS_PORT RABBIT_PORT RABBIT_DIST_PORT S3_PORT _SPARE <<<"$PORTS"
+
+# --- Redis ---
+mkdir -p "$DIR/redis"
+cat >"$DIR/redis-start.sh" <<EOF
+#!/usr/bin/env bash
+# Starts this run's Redis again (empty), and waits until it answers.
+redis-server --port $REDIS_PORT --bind 127.0.0.1 --daemonize yes --dir "$DIR/redis" --pidfile "$DIR/redis/redis.pid" \\
+  --logfile "$DIR/redis/redis.log" --save '' --appendonly no >/dev/null || exit 1
+for _ in \$(seq 1 100); do
+  [[ "\$(redis-cli -p $REDIS_PORT ping 2>/dev/null)" == PONG ]] && exit 0
+  sleep 0.05
+done
+echo "redis on port $REDIS_PORT did not answer; see $DIR/redis/redis.log" >&2
+exit 1
+EOF
+chmod +x "$DIR/redis-start.sh"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --dir "$DIR/redis" \
+  --pidfile "$DIR/redis/redis.pid" --logfile "$DIR/redis/redis.log" --save '' --appendonly no >/dev/null ||
+  { log "redis-server failed to start"; exit 1; }
+
+# --- RabbitMQ (its directories must belong to user rabbitmq: the Debian wrapper switches to it) ---
+mkdir -p "$DIR/rabbitmq/mnesia" "$DIR/rabbitmq/log"
+echo "[]." >"$DIR/rabbitmq/enabled_plugins"
+cat >"$DIR/rabbitmq-start.sh" <<EOF
+#!/usr/bin/env bash
+# Starts this run's RabbitMQ node again (its data is kept), and waits until it is up.
+RABBITMQ_NODENAME="$RABBIT_NODE" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=$RABBIT_PORT \\
+  RABBITMQ_DIST_PORT=$RABBIT_DIST_PORT RABBITMQ_MNESIA_BASE="$DIR/rabbitmq/mnesia" RABBITMQ_LOG_BASE="$DIR/rabbitmq/log" \\
+  RABBITMQ_PID_FILE="$DIR/rabbitmq/pid" RABBITMQ_ENABLED_PLUGINS_FILE="$DIR/rabbitmq/enabled_plugins" \\
+  rabbitmq-server -detached >>"$DIR/rabbitmq/start.log" 2>&1 || exit 1
+[[ "\${1:-}" == --no-wait ]] && exit 0
+deadline=\$((SECONDS + 90))
+until rabbitmqctl -n "$RABBIT_NODE" -q await_startup --timeout 60 >/dev/null 2>&1; do
+  if ((SECONDS > deadline)); then
+    echo "rabbitmq node $RABBIT_NODE did not start; see $DIR/rabbitmq/log" >&2
+    exit 1
+  fi
+  sleep 0.5
+done
+EOF
+chmod +x "$DIR/rabbitmq-start.sh"
+chown -R rabbitmq:rabbitmq "$DIR/rabbitmq" 2>/dev/null ||
+  { [[ "$(id -u)" -eq 0 ]] && { log "cannot chown $DIR/rabbitmq to user rabbitmq"; exit 1; }; }
+RABBIT_STARTED=1
+"$DIR/rabbitmq-start.sh" --no-wait || { log "rabbitmq-server failed to start; see $DIR/rabbitmq"; exit 1; }
+
+# --- s3rver (run outside the workspace so it neither reads its config nor touches its lock file) ---
+mkdir -p "$DIR/s3"
+(cd "$DIR" && exec deno run -A --no-config --no-lock npm:s3rver@3.7.1 -d "$DIR/s3" -a 127.0.0.1 -p "$S3_PORT" \
+  --silent >"$DIR/s3rver.log" 2>&1) &
+S3_PID=$!
+
+# --- wait for all three ---
+ok=""
+for _ in $(seq 1 100); do
+  if [[ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]; then ok=1; break; fi
+  sleep 0.05
+done
+[[ -n "$ok" ]] || { log "redis did not answer; $(tail -5 "$DIR/redis/redis.log" 2>/dev/null)"; exit 1; }
+
+ok=""
+for _ in $(seq 1 600); do
+  if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$S3_PORT/"; then ok=1; break; fi
+  kill -0 "$S3_PID" 2>/dev/null || break
+  sleep 0.1
+done
+[[ -n "$ok" ]] || { log "s3rver did not answer; $(tail -5 "$DIR/s3rver.log" 2>/dev/null)"; exit 1; }
+
+deadline=$((SECONDS + 90))
+until rabbitctl -q await_startup --timeout 60 >/dev/null 2>&1; do
+  if ((SECONDS > deadline)); then
+    log "rabbitmq did not start; $(tail -5 "$DIR/rabbitmq/start.log" 2>/dev/null)"
+    exit 1
+  fi
+  sleep 0.5
+done
+
+export TEST_SERVERS_DIR="$DIR"
+export TEST_REDIS_PORT="$REDIS_PORT"
+export TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+export TEST_REDIS_START="$DIR/redis-start.sh"
+export TEST_RABBITMQ_PORT="$RABBIT_PORT"
+export TEST_RABBITMQ_URL="amqp://guest:guest@127.0.0.1:$RABBIT_PORT"
+export TEST_RABBITMQ_NODE="$RABBIT_NODE"
+export TEST_RABBITMQ_CTL="rabbitmqctl -n $RABBIT_NODE"
+export TEST_RABBITMQ_START="$DIR/rabbitmq-start.sh"
+export TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
+export TEST_S3_REGION="us-east-1"
+export TEST_S3_ACCESS_KEY_ID="S3RVER"
+export TEST_S3_SECRET_ACCESS_KEY="S3RVER"
+
+log "redis $TEST_REDIS_URL, rabbitmq $TEST_RABBITMQ_URL (node $RABBIT_NODE), s3rver $TEST_S3_ENDPOINT, dir $DIR"
+
+"$@"

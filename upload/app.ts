@@ -1,0 +1,119 @@
+/**
+ * The Upload service's HTTP API: stream a video into storage, record the job, publish its conversion task, and
+ * hand out finished MP3s.
+ */
+import { Hono } from "hono";
+import {
+  AppError,
+  type BlobStore,
+  type ConversionRequested,
+  contentDisposition,
+  jobKeys,
+  mp3Filename,
+  onError,
+  onNotFound,
+  OPTION_NAMES,
+  parseOptions,
+  type Queue,
+} from "@vmp3/shared";
+import type { MetadataClient } from "@vmp3/metadata";
+import { receiveUpload } from "./receive.ts";
+
+/** What the Upload app needs. */
+export interface UploadAppDeps {
+  blobs: BlobStore;
+  tasks: Queue<ConversionRequested>;
+  metadata: MetadataClient;
+  maxUploadBytes: number;
+  /** Lifetime of presigned download URLs, in seconds. */
+  presignSeconds?: number;
+  now?: () => Date;
+}
+
+function pickOptions(source: Record<string, string | undefined>): Record<string, string> {
+  const picked: Record<string, string> = {};
+  for (const name of OPTION_NAMES) {
+    const value = source[name];
+    if (value !== undefined) picked[name] = value;
+  }
+  return picked;
+}
+
+/** Creates the Upload HTTP app. */
+export function createUploadApp(deps: UploadAppDeps): Hono {
+  const { blobs, tasks, metadata, maxUploadBytes, presignSeconds = 300, now = () => new Date() } = deps;
+  const app = new Hono();
+  app.onError(onError);
+  app.notFound(onNotFound);
+
+  app.get("/healthz", (c) => c.json({ ok: true }));
+
+  app.post("/uploads", async (c) => {
+    const queryOptions = pickOptions(c.req.query());
+    parseOptions(queryOptions); // fail fast, before a byte is stored
+    const id = crypto.randomUUID();
+    const { inputKey, outputKey } = jobKeys(id);
+
+    const { result: stored, fields } = await receiveUpload(c.req.raw, async (file) => {
+      const { size } = await blobs.put(inputKey, file.stream, { contentType: file.contentType });
+      return { size, filename: file.filename };
+    }, { maxBytes: maxUploadBytes });
+
+    let recorded = false;
+    try {
+      const options = parseOptions({ ...pickOptions(fields), ...queryOptions });
+      if (stored.size === 0) throw new AppError("unsupported_input", `Cannot convert "${stored.filename}": the file is empty`);
+      const job = await metadata.createJob({ id, input: { filename: stored.filename, size: stored.size } });
+      recorded = true;
+      await tasks.publish({
+        type: "conversion.requested",
+        version: 1,
+        jobId: id,
+        inputKey,
+        outputKey,
+        filename: stored.filename,
+        options,
+        requestedAt: now().toISOString(),
+      });
+      return c.json(job, 202);
+    } catch (error) {
+      await blobs.delete(inputKey).catch((e) => console.error(`Could not remove input of job ${id}:`, e));
+      if (recorded) {
+        const failure = error instanceof AppError ? error : new AppError(
+          "service_unavailable",
+          "The conversion queue cannot be reached; the job was not started, please upload again",
+          { cause: error },
+        );
+        await metadata.postEvent({
+          type: "job.failed",
+          version: 1,
+          jobId: id,
+          at: now().toISOString(),
+          error: { code: failure.code, message: failure.message },
+        }).catch((e) => console.error(`Could not mark job ${id} failed:`, e));
+        throw failure;
+      }
+      throw error;
+    }
+  });
+
+  // The finished MP3 of a job: a redirect to a short-lived URL where the store can make one, else the bytes.
+  app.get("/files/:id/output", async (c) => {
+    const id = c.req.param("id");
+    const { outputKey } = jobKeys(id);
+    const filename = mp3Filename(c.req.query("filename") ?? "audio");
+    if (c.req.query("mode") !== "stream") {
+      const url = await blobs.presignGet(outputKey, { filename, expiresIn: presignSeconds });
+      if (url) return c.redirect(url, 302);
+    }
+    const object = await blobs.get(outputKey);
+    if (!object) throw new AppError("not_found", `Job ${id} has no MP3`);
+    return c.body(object.body, 200, {
+      "content-type": "audio/mpeg",
+      "content-length": String(object.size),
+      "content-disposition": contentDisposition(filename),
+    });
+  });
+
+  return app;
+}

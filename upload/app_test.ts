@@ -1,0 +1,147 @@
+import { assertEquals } from "../shared/testing/assert.ts";
+import { ConversionRequested, TASK_QUEUE } from "@vmp3/shared";
+import { createFsBlobStore } from "@vmp3/adapters/fs";
+import { createKvQueue } from "@vmp3/adapters/kv-queue";
+import { createKvJobStore } from "@vmp3/adapters/kv-jobs";
+import { createMetadataApp, createMetadataClient } from "@vmp3/metadata";
+import { createUploadApp } from "./app.ts";
+
+async function setup(maxUploadBytes = 1000) {
+  const root = await Deno.makeTempDir();
+  const kv = await Deno.openKv(":memory:");
+  const blobs = createFsBlobStore(root);
+  const tasks = createKvQueue(kv, TASK_QUEUE, ConversionRequested, { pollMs: 10 });
+  const metadataApp = createMetadataApp({ store: createKvJobStore(kv) });
+  const app = createUploadApp({
+    blobs,
+    tasks,
+    metadata: createMetadataClient((r) => metadataApp.fetch(r)),
+    maxUploadBytes,
+  });
+  const published: ConversionRequested[] = [];
+  const sub = await tasks.consume((task) => {
+    published.push(task);
+    return Promise.resolve("ack");
+  });
+  return {
+    app,
+    blobs,
+    published,
+    async drain() {
+      await new Promise((r) => setTimeout(r, 60));
+    },
+    async close() {
+      await sub.close();
+      kv.close();
+      await Deno.remove(root, { recursive: true });
+    },
+  };
+}
+
+function form(bytes: Uint8Array, filename = "clip.mp4", fields: Record<string, string> = {}): FormData {
+  const data = new FormData();
+  for (const [k, v] of Object.entries(fields)) data.append(k, v);
+  data.append("file", new File([new Uint8Array(bytes)], filename, { type: "video/mp4" }));
+  return data;
+}
+
+/** A body of `size` bytes sent in chunks with no Content-Length, as a client streaming it would. */
+function chunked(size: number): ReadableStream<Uint8Array> {
+  let sent = 0;
+  return new ReadableStream({
+    pull(controller) {
+      if (sent >= size) return controller.close();
+      const n = Math.min(100, size - sent);
+      sent += n;
+      controller.enqueue(new Uint8Array(n).fill(7));
+    },
+  });
+}
+
+Deno.test("POST /uploads stores a multipart file under a server-made key and publishes one task", async () => {
+  const t = await setup();
+  const res = await t.app.request("/uploads", { method: "POST", body: form(new Uint8Array(300), "../../etc/my clip.mp4", { bitrate: "128" }) });
+  assertEquals(res.status, 202);
+  const job = await res.json();
+  assertEquals([job.status, job.input], ["queued", { filename: "my clip.mp4", size: 300 }]);
+  await t.drain();
+  assertEquals(t.published.length, 1);
+  assertEquals(t.published[0].jobId, job.id);
+  assertEquals(t.published[0].options, { bitrate: 128 });
+  assertEquals(await t.blobs.list(""), [`inputs/${job.id}`]);
+  await t.close();
+});
+
+Deno.test("POST /uploads takes a raw video body named by ?filename", async () => {
+  const t = await setup();
+  const res = await t.app.request("/uploads?filename=%C3%A9t%C3%A9.mov", {
+    method: "POST",
+    headers: { "content-type": "video/quicktime" },
+    body: chunked(250),
+  });
+  assertEquals(res.status, 202);
+  const job = await res.json();
+  assertEquals(job.input, { filename: "été.mov", size: 250 });
+  assertEquals((await t.blobs.head(`inputs/${job.id}`))?.size, 250);
+  await t.close();
+});
+
+Deno.test("An upload over the limit answers 413 and leaves nothing in storage and no task", async () => {
+  const t = await setup(1000);
+  const streamed = await t.app.request("/uploads", {
+    method: "POST",
+    headers: { "content-type": "application/octet-stream" },
+    body: chunked(5000),
+  });
+  assertEquals(streamed.status, 413);
+  assertEquals((await streamed.json()).error.code, "payload_too_large");
+  const declared = await t.app.request("/uploads", { method: "POST", body: form(new Uint8Array(2000)) });
+  assertEquals(declared.status, 413);
+  await t.drain();
+  assertEquals(await t.blobs.list(""), []);
+  assertEquals(t.published.length, 0);
+  await t.close();
+});
+
+Deno.test("Bad requests answer 4xx with a code, store nothing, and publish nothing", async () => {
+  const t = await setup();
+  const cases: [RequestInit & { path?: string }, number, string][] = [
+    [{ body: "hello", headers: { "content-type": "text/plain" } }, 415, "unsupported_media_type"],
+    [{ body: (() => {
+      const f = new FormData();
+      f.append("other", "x");
+      return f;
+    })() }, 400, "invalid_request"],
+    [{ body: "--x\r\nbroken", headers: { "content-type": "multipart/form-data; boundary=x" } }, 400, "invalid_request"],
+    [{ body: "--x", headers: { "content-type": "multipart/form-data" } }, 400, "invalid_request"],
+    [{ body: form(new Uint8Array(10)), path: "/uploads?bitrate=9999" }, 400, "invalid_option"],
+    [{ body: form(new Uint8Array(10), "a.mp4", { bitrate: "loud" }) }, 400, "invalid_option"],
+    [{ body: form(new Uint8Array(0)) }, 422, "unsupported_input"],
+  ];
+  for (const [init, status, code] of cases) {
+    const res = await t.app.request(init.path ?? "/uploads", { method: "POST", ...init });
+    const body = await res.json();
+    assertEquals([res.status, body.error.code], [status, code], JSON.stringify(body));
+    assertEquals(typeof body.error.message, "string");
+  }
+  await t.drain();
+  assertEquals(await t.blobs.list(""), []);
+  assertEquals(t.published.length, 0);
+  await t.close();
+});
+
+Deno.test("GET /files/:id/output streams the MP3 with a UTF-8 Content-Disposition, 404 before it exists", async () => {
+  const t = await setup();
+  const id = crypto.randomUUID();
+  assertEquals((await t.app.request(`/files/${id}/output`)).status, 404);
+  await t.blobs.put(`outputs/${id}.mp3`, ReadableStream.from([new Uint8Array([1, 2, 3])]));
+  const res = await t.app.request(`/files/${id}/output?filename=${encodeURIComponent('été "live".mp4')}`);
+  assertEquals(res.status, 200);
+  assertEquals(res.headers.get("content-type"), "audio/mpeg");
+  assertEquals(
+    res.headers.get("content-disposition"),
+    `attachment; filename="_t_ _live_.mp3"; filename*=UTF-8''%C3%A9t%C3%A9%20%22live%22.mp3`,
+  );
+  assertEquals([...new Uint8Array(await res.arrayBuffer())], [1, 2, 3]);
+  await t.close();
+});
