@@ -75,7 +75,7 @@ export async function runEmbedded(config: EmbeddedEnv): Promise<Running> {
 }
 
 if (import.meta.main) {
-  const config = parseEnv(EmbeddedEnvSchema, Deno.env.toObject());
+  const config = parseEnv(EmbeddedEnvSchema, (name) => Deno.env.get(name));
   const running = await runEmbedded(config).catch((error) => {
     console.error(error instanceof Error ? error.message : error);
     Deno.exit(1);

@@ -39,4 +39,4 @@ export async function run(config: ConvertEnv) {
   });
 }
 
-if (import.meta.main) await run(parseEnv(ConvertEnv, Deno.env.toObject()));
+if (import.meta.main) await run(parseEnv(ConvertEnv, (name) => Deno.env.get(name)));

@@ -3,14 +3,7 @@
  * it reaches the Upload and Metadata services through the fetchers it is given.
  */
 import { Hono } from "hono";
-import {
-  AppError,
-  errorResponse,
-  type Fetcher,
-  onError,
-  onNotFound,
-  statusOf,
-} from "@vmp3/shared";
+import { AppError, errorResponse, type Fetcher, onError, onNotFound, statusOf } from "@vmp3/shared";
 import type { MetadataClient, PublicJob } from "@vmp3/metadata";
 
 /** What the Gateway app needs. */
@@ -87,9 +80,13 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono {
     const deadline = Date.now() + convertTimeoutMs;
     while (job.status !== "done" && job.status !== "failed") {
       if (Date.now() > deadline || c.req.raw.signal.aborted) {
-        return errorResponse("service_unavailable", `Job ${job.id} is still converting; follow it at /v1/jobs/${job.id}`, {
-          location: `/v1/jobs/${job.id}`,
-        });
+        return errorResponse(
+          "service_unavailable",
+          `Job ${job.id} is still converting; follow it at /v1/jobs/${job.id}`,
+          {
+            location: `/v1/jobs/${job.id}`,
+          },
+        );
       }
       await new Promise((resolve) => setTimeout(resolve, pollMs));
       job = await mustGetJob(job.id);
@@ -123,7 +120,9 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono {
     if (job.status === "failed") {
       throw new AppError("not_ready", `Job ${job.id} failed and has no MP3; see its error`);
     }
-    if (job.status !== "done") throw new AppError("not_ready", `Job ${job.id} is ${job.status}; its MP3 is not ready yet`);
+    if (job.status !== "done") {
+      throw new AppError("not_ready", `Job ${job.id} is ${job.status}; its MP3 is not ready yet`);
+    }
     return await download(job, "redirect");
   });
 

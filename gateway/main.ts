@@ -18,4 +18,4 @@ export function run(config: GatewayEnv) {
   return serveUntilSignal(app, config, () => Promise.resolve());
 }
 
-if (import.meta.main) await run(parseEnv(GatewayEnv, Deno.env.toObject()));
+if (import.meta.main) await run(parseEnv(GatewayEnv, (name) => Deno.env.get(name)));

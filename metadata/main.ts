@@ -24,4 +24,4 @@ export async function run(config: MetadataEnv) {
   });
 }
 
-if (import.meta.main) await run(parseEnv(MetadataEnv, Deno.env.toObject()));
+if (import.meta.main) await run(parseEnv(MetadataEnv, (name) => Deno.env.get(name)));

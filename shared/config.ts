@@ -15,7 +15,9 @@ const url = (protocols: string[]) =>
 
 const port = (fallback: number) => z.coerce.number().int().min(0).max(65535).default(fallback);
 const bool = (fallback: boolean) =>
-  z.enum(["true", "false", "1", "0"]).default(fallback ? "true" : "false").transform((v) => v === "true" || v === "1");
+  z.enum(["true", "false", "1", "0"]).default(fallback ? "true" : "false").transform((v) =>
+    v === "true" || v === "1"
+  );
 const bytes = (fallback: number) => z.coerce.number().int().positive().default(fallback);
 
 /** Settings of an S3-compatible store. */
@@ -121,16 +123,18 @@ export class ConfigError extends Error {
 }
 
 /**
- * Parses the variables `schema` names out of `env`, ignoring others. Empty strings count as unset.
+ * Parses the variables `schema` names out of `env` (an object, or a getter such as `Deno.env.get`, so that only
+ * those variables need --allow-env), ignoring others. Empty strings count as unset.
  * Throws a {@linkcode ConfigError} naming each bad variable.
  */
 export function parseEnv<S extends z.ZodObject>(
   schema: S,
-  env: Record<string, string | undefined>,
+  env: Record<string, string | undefined> | ((name: string) => string | undefined),
 ): z.infer<S> {
+  const read = typeof env === "function" ? env : (name: string) => env[name];
   const picked: Record<string, string> = {};
   for (const name of Object.keys(schema.shape)) {
-    const value = env[name];
+    const value = read(name);
     if (value !== undefined && value !== "") picked[name] = value;
   }
   const result = schema.safeParse(picked);

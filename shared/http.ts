@@ -1,7 +1,7 @@
 /** What every vmp3 HTTP service answers alike: error bodies, unknown routes, and download names. */
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
-import { AppError, type ErrorCode, ERROR_STATUS } from "./errors.ts";
+import { AppError, ERROR_STATUS, type ErrorCode } from "./errors.ts";
 
 /** An error response `{"error":{"code","message"}}` with the code's status. */
 export function errorResponse(code: ErrorCode, message: string, headers?: HeadersInit): Response {
@@ -44,6 +44,9 @@ export function mp3Filename(filename: string): string {
 /** A Content-Disposition: attachment with an ASCII fallback and a UTF-8 `filename*` (RFC 6266). */
 export function contentDisposition(filename: string): string {
   const ascii = filename.replace(/[^\x20-\x7e]|["\\%]/g, "_");
-  const encoded = encodeURIComponent(filename).replace(/['()*]/g, (ch) => `%${ch.charCodeAt(0).toString(16).toUpperCase()}`);
+  const encoded = encodeURIComponent(filename).replace(
+    /['()*]/g,
+    (ch) => `%${ch.charCodeAt(0).toString(16).toUpperCase()}`,
+  );
   return `attachment; filename="${ascii}"; filename*=UTF-8''${encoded}`;
 }

@@ -7,7 +7,11 @@ import type { Job } from "./job.ts";
 /** Object storage for uploaded videos and finished MP3s. */
 export interface BlobStore {
   /** Streams `body` into `key`. The object appears whole or not at all; on error nothing is left behind. */
-  put(key: string, body: ReadableStream<Uint8Array>, options?: { contentType?: string }): Promise<{ size: number }>;
+  put(
+    key: string,
+    body: ReadableStream<Uint8Array>,
+    options?: { contentType?: string },
+  ): Promise<{ size: number }>;
   /** The object's bytes, or null if there is none. The caller must read or cancel the body. */
   get(key: string): Promise<{ body: ReadableStream<Uint8Array>; size: number } | null>;
   /** The object's size, or null if there is none. */

@@ -29,4 +29,4 @@ export async function run(config: UploadEnv) {
   });
 }
 
-if (import.meta.main) await run(parseEnv(UploadEnv, Deno.env.toObject()));
+if (import.meta.main) await run(parseEnv(UploadEnv, (name) => Deno.env.get(name)));

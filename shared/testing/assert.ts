@@ -2,7 +2,7 @@
  * Minimal assertions for tests (jsr:@std/assert cannot be reached from every machine we build on).
  * @module
  */
-import { isDeepStrictEqual, inspect } from "node:util";
+import { inspect, isDeepStrictEqual } from "node:util";
 
 /** Throws unless `condition` holds. */
 export function assert(condition: unknown, message = "Assertion failed"): asserts condition {
@@ -13,15 +13,20 @@ export function assert(condition: unknown, message = "Assertion failed"): assert
 export function assertEquals<T>(actual: T, expected: T, message?: string): void {
   if (!isDeepStrictEqual(actual, expected)) {
     throw new Error(
-      `${message ? message + ": " : ""}values differ\n  actual:   ${inspect(actual, { depth: 6 })}\n  expected: ${
-        inspect(expected, { depth: 6 })
-      }`,
+      `${message ? message + ": " : ""}values differ\n  actual:   ${
+        inspect(actual, { depth: 6 })
+      }\n  expected: ${inspect(expected, { depth: 6 })}`,
     );
   }
 }
 
 /** Throws unless `actual` lies within `tolerance` of `expected`. */
-export function assertAlmostEquals(actual: number, expected: number, tolerance: number, message?: string): void {
+export function assertAlmostEquals(
+  actual: number,
+  expected: number,
+  tolerance: number,
+  message?: string,
+): void {
   if (!(Math.abs(actual - expected) <= tolerance)) {
     throw new Error(`${message ? message + ": " : ""}${actual} is not within ${tolerance} of ${expected}`);
   }

@@ -1,0 +1,334 @@
+/**
+ * Inspects an untrusted input with a hardened ffprobe before any conversion: only local files, only the container
+ * demuxers we accept, a clean environment, capped output and a wall-clock timeout. Rejects by format, stream count,
+ * missing audio and duration, with an {@linkcode AppError} whose message says what failed and why.
+ */
+import { basename, resolve } from "node:path";
+import { AppError } from "@vmp3/shared";
+
+/**
+ * The container demuxers an input may use (ffmpeg names; the mov demuxer is "mov,mp4,m4a,3gp,3g2,mj2" and matches
+ * by any of them). Never playlists or file lists (hls, concat), image sequences, devices or lavfi.
+ */
+export const ALLOWED_DEMUXERS: readonly string[] = [
+  "mov",
+  "mp4",
+  "m4a",
+  "3gp",
+  "matroska",
+  "webm",
+  "avi",
+  "mpegts",
+  "flv",
+  "mp3",
+  "ogg",
+  "wav",
+  "asf",
+  "mpeg",
+  "aac",
+  "flac",
+];
+
+/** What {@linkcode probeInput} learned about an accepted input. */
+export interface ProbeResult {
+  /** ffprobe's demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2" or "matroska,webm". */
+  format: string;
+  /** Duration in seconds. */
+  duration: number;
+  /** Number of streams of every kind. */
+  streams: number;
+  /** Number of audio streams. */
+  audioStreams: number;
+  /** Codec of the first audio stream, e.g. "aac". */
+  audioCodec: string;
+}
+
+/** Options of {@linkcode probeInput}. */
+export interface ProbeOptions {
+  /** The ffprobe binary (default "ffprobe"). */
+  ffprobePath?: string;
+  /** The longest accepted input, in seconds. */
+  maxDuration: number;
+  /** The most streams an input may have. */
+  maxStreams: number;
+  /** Stops the probe; the promise then rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /** Wall-clock cap of the ffprobe run (default 30 s). */
+  timeoutMs?: number;
+  /** The name shown in error messages (default: the file's base name). Never a server path. */
+  name?: string;
+  /**
+   * util-linux `setpriv`, used to give ffprobe a parent-death signal so it dies with this process (default
+   * "setpriv" on Linux; null runs ffprobe directly). Needs --allow-run for it.
+   */
+  setprivPath?: string | null;
+}
+
+/** Demuxers that read other files named inside the input. */
+const PLAYLIST_DEMUXERS = new Set(["hls", "concat", "dash", "webm_dash_manifest", "image2", "ffmetadata"]);
+
+/** Container signatures, to tell a damaged file of a known format from a file that is no media at all. */
+const SIGNATURES: { name: string; test: (b: Uint8Array) => boolean }[] = [
+  {
+    name: "an MP4/MOV",
+    test: (b) => ["ftyp", "moov", "mdat", "free", "wide", "skip"].includes(ascii(b, 4, 8)),
+  },
+  { name: "a Matroska/WebM", test: (b) => b[0] === 0x1a && b[1] === 0x45 && b[2] === 0xdf && b[3] === 0xa3 },
+  { name: "an AVI", test: (b) => ascii(b, 0, 4) === "RIFF" && ascii(b, 8, 11) === "AVI" },
+  { name: "a WAV", test: (b) => ascii(b, 0, 4) === "RIFF" && ascii(b, 8, 12) === "WAVE" },
+  { name: "an Ogg", test: (b) => ascii(b, 0, 4) === "OggS" },
+  { name: "a FLAC", test: (b) => ascii(b, 0, 4) === "fLaC" },
+  { name: "an FLV", test: (b) => ascii(b, 0, 3) === "FLV" },
+  { name: "an MP3", test: (b) => ascii(b, 0, 3) === "ID3" },
+  { name: "an ASF/WMV", test: (b) => b[0] === 0x30 && b[1] === 0x26 && b[2] === 0xb2 && b[3] === 0x75 },
+  { name: "an MPEG program stream", test: (b) => b[0] === 0 && b[1] === 0 && b[2] === 1 && b[3] === 0xba },
+  { name: "an MPEG transport stream", test: (b) => b.length > 376 && b[0] === 0x47 && b[188] === 0x47 },
+];
+
+const STDOUT_CAP = 1024 * 1024;
+const STDERR_CAP = 64 * 1024;
+
+/**
+ * Probes `path` with a hardened ffprobe and checks it against the limits. Throws {@linkcode AppError}:
+ * unsupported_input (not media, or a format we do not accept such as a playlist), corrupt_input (a known
+ * format, damaged), no_audio_stream, too_many_streams, input_too_long; conversion_failed when ffprobe times out.
+ */
+export async function probeInput(path: string, options: ProbeOptions): Promise<ProbeResult> {
+  const abs = resolve(path);
+  const name = options.name ?? basename(abs);
+  const cannot = (code: ConstructorParameters<typeof AppError>[0], why: string, cause?: unknown) =>
+    new AppError(code, `Cannot convert "${name}": ${why}`, cause === undefined ? undefined : { cause });
+
+  const head = await readHead(abs, 512);
+  if (head.length === 0) throw cannot("unsupported_input", "the file is empty");
+
+  const run = await runFfprobe(options, [
+    "-hide_banner",
+    "-v",
+    "error",
+    "-protocol_whitelist",
+    "file",
+    "-format_whitelist",
+    ALLOWED_DEMUXERS.join(","),
+    "-print_format",
+    "json",
+    "-show_entries",
+    "format=format_name,duration,nb_streams:stream=index,codec_type,codec_name,duration",
+    `file:${abs}`,
+  ]);
+  const stderr = run.stderr.replaceAll(abs, name);
+
+  if (run.timedOut) {
+    throw cannot("conversion_failed", `inspecting the file took longer than ${run.timeoutMs / 1000} s`, stderr);
+  }
+  if (run.code !== 0) {
+    const notAllowed = /\[([\w,]+) @ [^\]]*\] Format not on whitelist/.exec(stderr);
+    if (notAllowed) throw cannot("unsupported_input", formatNotAccepted(notAllowed[1]), stderr);
+    const known = SIGNATURES.find((s) => s.test(head));
+    if (known) {
+      throw cannot("corrupt_input", `the file looks like ${known.name} file but is damaged or incomplete${reason(stderr)}`, stderr);
+    }
+    throw cannot("unsupported_input", "the file is not a video or audio format we accept", stderr);
+  }
+  if (run.overflow) throw cannot("unsupported_input", "ffprobe's description of the file is too large", stderr);
+
+  let json: FfprobeJson;
+  try {
+    json = JSON.parse(run.stdout) as FfprobeJson;
+  } catch (error) {
+    throw cannot("corrupt_input", "ffprobe could not describe the file", error);
+  }
+  const format = json.format?.format_name ?? "";
+  const demuxers = format.split(",");
+  if (!demuxers.some((d) => ALLOWED_DEMUXERS.includes(d))) {
+    throw cannot("unsupported_input", formatNotAccepted(format));
+  }
+
+  const streamList = json.streams ?? [];
+  const streams = Math.max(Number(json.format?.nb_streams) || 0, streamList.length);
+  if (streams > options.maxStreams) {
+    throw cannot("too_many_streams", `it has ${streams} streams; the limit is ${options.maxStreams}`);
+  }
+
+  const audio = streamList.filter((s) => s.codec_type === "audio");
+  if (audio.length === 0) throw cannot("no_audio_stream", "the file has no audio stream");
+  const audioCodec = audio[0].codec_name;
+  if (!audioCodec || audioCodec === "unknown") {
+    throw cannot("unsupported_input", "its audio is in a codec we cannot decode");
+  }
+
+  const duration = durationOf(json);
+  if (duration === undefined) throw cannot("corrupt_input", "its duration cannot be read");
+  if (duration > options.maxDuration) {
+    throw cannot(
+      "input_too_long",
+      `it lasts ${clock(duration)}, longer than the limit of ${clock(options.maxDuration)}`,
+    );
+  }
+
+  return { format, duration, streams, audioStreams: audio.length, audioCodec };
+}
+
+interface FfprobeJson {
+  format?: { format_name?: string; duration?: string; nb_streams?: number };
+  streams?: { index?: number; codec_type?: string; codec_name?: string; duration?: string }[];
+}
+
+function durationOf(json: FfprobeJson): number | undefined {
+  const format = Number(json.format?.duration);
+  if (Number.isFinite(format) && format > 0) return format;
+  const streams = (json.streams ?? []).map((s) => Number(s.duration)).filter((d) => Number.isFinite(d) && d > 0);
+  return streams.length > 0 ? Math.max(...streams) : undefined;
+}
+
+function formatNotAccepted(demuxer: string): string {
+  const names = demuxer.split(",");
+  if (names.some((n) => PLAYLIST_DEMUXERS.has(n))) {
+    return `it is a playlist or file list (${demuxer}), which can point at other files; ` +
+      "only plain video or audio files are accepted";
+  }
+  return `its format (${demuxer}) is not a video or audio format we accept`;
+}
+
+/** The first demuxer message of ffprobe's stderr (e.g. "moov atom not found"), for the error message. */
+function reason(stderr: string): string {
+  const match = /^\[[^\]]+\] (.+)$/m.exec(stderr);
+  return match ? ` (${match[1].trim().slice(0, 200)})` : "";
+}
+
+function clock(seconds: number): string {
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const pad = (n: number) => String(n).padStart(2, "0");
+  return h > 0 ? `${h}:${pad(m)}:${pad(s % 60)}` : `${m}:${pad(s % 60)}`;
+}
+
+function ascii(bytes: Uint8Array, start: number, end: number): string {
+  return String.fromCharCode(...bytes.subarray(start, end));
+}
+
+async function readHead(path: string, length: number): Promise<Uint8Array> {
+  using file = await Deno.open(path, { read: true });
+  const buffer = new Uint8Array(length);
+  let filled = 0;
+  while (filled < length) {
+    const n = await file.read(buffer.subarray(filled));
+    if (n === null) break;
+    filled += n;
+  }
+  return buffer.subarray(0, filled);
+}
+
+interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  overflow: boolean;
+  timedOut: boolean;
+  timeoutMs: number;
+}
+
+/** Runs ffprobe outside Deno's sandbox, hardened: clean env, no stdin, capped output, timeout, own process group. */
+async function runFfprobe(options: ProbeOptions, args: string[]): Promise<RunResult> {
+  options.signal?.throwIfAborted();
+  const ffprobe = options.ffprobePath ?? "ffprobe";
+  const setpriv = options.setprivPath === undefined ? DEFAULT_SETPRIV : options.setprivPath;
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  const command = setpriv ?? ffprobe;
+  const fullArgs = setpriv ? ["--pdeathsig", "KILL", "--", ffprobe, ...args] : args;
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(command, {
+      args: fullArgs,
+      clearEnv: true,
+      env: childEnv(),
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      detached: true,
+    }).spawn();
+  } catch (error) {
+    throw new Error(notFoundMessage(error, command, setpriv !== null && command === setpriv), { cause: error });
+  }
+  let timedOut = false;
+  const kill = () => {
+    try {
+      Deno.kill(-child.pid, "SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  };
+  const timer = setTimeout(() => {
+    timedOut = true;
+    kill();
+  }, timeoutMs);
+  options.signal?.addEventListener("abort", kill, { once: true });
+  try {
+    const [out, err, status] = await Promise.all([
+      readCapped(child.stdout, STDOUT_CAP, kill),
+      readCapped(child.stderr, STDERR_CAP),
+      child.status,
+    ]);
+    options.signal?.throwIfAborted();
+    if (setpriv && status.code === 127 && /^setpriv: failed to execute/m.test(err.text)) {
+      throw new Error(notFoundMessage(new Deno.errors.NotFound(), ffprobe, false));
+    }
+    return { code: status.code, stdout: out.text, stderr: err.text, overflow: out.overflow, timedOut, timeoutMs };
+  } finally {
+    clearTimeout(timer);
+    options.signal?.removeEventListener("abort", kill);
+  }
+}
+
+const DEFAULT_SETPRIV = Deno.build.os === "linux" ? "setpriv" : null;
+
+/** The child's whole environment: only PATH (the parent's if readable), so no secret reaches ffprobe. */
+function childEnv(): Record<string, string> {
+  let path = "/usr/local/bin:/usr/bin:/bin";
+  try {
+    if (Deno.permissions.querySync({ name: "env", variable: "PATH" }).state === "granted") {
+      path = Deno.env.get("PATH") || path;
+    }
+  } catch {
+    // Keep the default.
+  }
+  return { PATH: path };
+}
+
+function notFoundMessage(error: unknown, command: string, isSetpriv: boolean): string {
+  if (!(error instanceof Deno.errors.NotFound)) return `Cannot run "${command}": ${error}`;
+  return isSetpriv
+    ? `setpriv was not found at "${command}". Install util-linux, or set setprivPath: null.`
+    : `ffprobe was not found at "${command}". Install it (Debian/Ubuntu: apt-get install ffmpeg; ` +
+      "macOS: brew install ffmpeg) or set FFMPEG_PATH/FFPROBE_PATH.";
+}
+
+/** Reads a stream to its end, keeping the first `cap` bytes; calls `onOverflow` once past the cap. */
+async function readCapped(
+  stream: ReadableStream<Uint8Array>,
+  cap: number,
+  onOverflow?: () => void,
+): Promise<{ text: string; overflow: boolean }> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  let overflow = false;
+  for await (const chunk of stream) {
+    if (size + chunk.length > cap) {
+      if (!overflow) onOverflow?.();
+      overflow = true;
+      chunks.push(chunk.subarray(0, Math.max(0, cap - size)));
+      size = cap;
+      continue;
+    }
+    chunks.push(chunk);
+    size += chunk.length;
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    all.set(chunk, at);
+    at += chunk.length;
+  }
+  return { text: new TextDecoder().decode(all), overflow };
+}

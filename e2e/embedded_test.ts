@@ -1,0 +1,129 @@
+/**
+ * The whole product in embedded mode (one process, local adapters), driven through the Gateway's public API with
+ * real FFmpeg on media made by FFmpeg's lavfi sources.
+ */
+import { assert, assertEquals } from "../shared/testing/assert.ts";
+import { EmbeddedEnv, parseEnv } from "@vmp3/shared";
+import { makeHlsTrap, makeMedia } from "../convert/testing/media.ts";
+import { runEmbedded } from "../dev.ts";
+import { anyFileContains, assertError, assertMp3, postFile, waitForJob } from "./helpers.ts";
+
+async function start(env: Record<string, string> = {}) {
+  const dataDir = await Deno.makeTempDir({ prefix: "vmp3-e2e-" });
+  const running = await runEmbedded(parseEnv(EmbeddedEnv, { PORT: "0", DATA_DIR: dataDir, ...env }));
+  return {
+    ...running,
+    dataDir,
+    async stop() {
+      await running.close();
+      await Deno.remove(dataDir, { recursive: true });
+    },
+  };
+}
+
+Deno.test("embedded: POST /v1/convert turns mp4, mkv, webm, avi and mov into MP3s of the same duration", async () => {
+  const media = await Deno.makeTempDir();
+  const app = await start();
+  try {
+    for (const kind of ["mp4", "mkv", "webm", "avi", "mov"] as const) {
+      const source = await makeMedia(media, kind);
+      const response = await postFile(`${app.url}/v1/convert`, source, `clip ${kind}.${kind}`);
+      assertEquals(response.headers.get("content-type"), "audio/mpeg", kind);
+      assert(response.headers.get("content-disposition")?.includes(`filename="clip ${kind}.mp3"`), kind);
+      await assertMp3(response, `${media}/${kind}.mp3`, source);
+    }
+  } finally {
+    await app.stop();
+    await Deno.remove(media, { recursive: true });
+  }
+});
+
+Deno.test("embedded: a job goes queued -> done over /v1/jobs, its events stream, and it downloads", async () => {
+  const media = await Deno.makeTempDir();
+  const app = await start();
+  try {
+    const source = await makeMedia(media, "mp4");
+    const created = await postFile(`${app.url}/v1/jobs?bitrate=128`, source, "été.mp4");
+    assertEquals(created.status, 202);
+    const job = await created.json();
+    assertEquals(created.headers.get("location"), `/v1/jobs/${job.id}`);
+    assertEquals(job.input.filename, "été.mp4");
+
+    const events = await fetch(`${app.url}/v1/jobs/${job.id}/events`);
+    assertEquals(events.headers.get("content-type"), "text/event-stream");
+    const statuses = [...(await events.text()).matchAll(/^data: (.*)$/gm)].map((m) =>
+      JSON.parse(m[1]).status
+    );
+    assertEquals(statuses.at(-1), "done", "the stream ends with the final state");
+
+    const done = await waitForJob(app.url, job.id);
+    assertEquals([done.status, done.progress], ["done", 1]);
+    const output = done.output as { size: number; duration: number; bitrate: number };
+    assert(Math.abs(output.bitrate - 128_000) / 128_000 < 0.05, `bitrate ${output.bitrate} is about 128k`);
+
+    const download = await fetch(`${app.url}/v1/jobs/${job.id}/download`);
+    assertEquals(
+      download.headers.get("content-disposition"),
+      `attachment; filename="_t_.mp3"; filename*=UTF-8''%C3%A9t%C3%A9.mp3`,
+    );
+    await assertMp3(download, `${media}/out.mp3`, source);
+    assertEquals(output.size, (await Deno.stat(`${media}/out.mp3`)).size);
+  } finally {
+    await app.stop();
+    await Deno.remove(media, { recursive: true });
+  }
+});
+
+Deno.test("embedded: bad input fails with a clear code, and an HLS playlist leaks no local file", async () => {
+  const media = await Deno.makeTempDir();
+  const app = await start();
+  try {
+    const cases = [
+      ["mp4-no-audio", 422, "no_audio_stream"],
+      ["random-bytes", 422, "unsupported_input"],
+      ["zero-bytes", 422, "unsupported_input"],
+      ["truncated-mp4", 422, "corrupt_input"],
+      ["ffconcat-as-mp4", 422, "unsupported_input"],
+    ] as const;
+    for (const [kind, status, code] of cases) {
+      const response = await postFile(`${app.url}/v1/convert`, await makeMedia(media, kind), `${kind}.mp4`);
+      await assertError(response, status, code);
+    }
+    const trap = await makeHlsTrap(media);
+    const response = await postFile(`${app.url}/v1/convert`, trap.path, "playlist.mp4");
+    await assertError(response, 422, "unsupported_input");
+    assert(
+      !(await anyFileContains(app.dataDir, trap.canaryText)),
+      "the canary's bytes reached the data folder",
+    );
+  } finally {
+    await app.stop();
+    await Deno.remove(media, { recursive: true });
+  }
+});
+
+Deno.test("embedded: unknown jobs are 404 and an upload over the limit is 413 with nothing stored", async () => {
+  const app = await start({ MAX_UPLOAD_BYTES: "10000" });
+  try {
+    await assertError(await fetch(`${app.url}/v1/jobs/${crypto.randomUUID()}`), 404, "not_found");
+    await assertError(await fetch(`${app.url}/v1/jobs/${crypto.randomUUID()}/download`), 404, "not_found");
+    await assertError(await fetch(`${app.url}/nowhere`), 404, "not_found");
+    const big = new FormData();
+    big.append("file", new File([new Uint8Array(50_000)], "big.mp4"));
+    await assertError(
+      await fetch(`${app.url}/v1/jobs`, { method: "POST", body: big }),
+      413,
+      "payload_too_large",
+    );
+    const objects = [...Deno.readDirSync(app.dataDir)].find((e) => e.name === "objects");
+    const inputs = objects
+      ? [...Deno.readDirSync(`${app.dataDir}/objects`)].flatMap((
+        d,
+      ) => [...Deno.readDirSync(`${app.dataDir}/objects/${d.name}`)])
+      : [];
+    assertEquals(inputs.length, 0, "nothing is left in storage");
+    assertEquals((await fetch(`${app.url}/healthz`)).status, 200);
+  } finally {
+    await app.stop();
+  }
+});

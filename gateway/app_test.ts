@@ -1,0 +1,83 @@
+import { assertEquals } from "../shared/testing/assert.ts";
+import type { MetadataClient, PublicJob } from "@vmp3/metadata";
+import { createGatewayApp } from "./app.ts";
+
+const id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+
+function metadataWith(job: PublicJob | null): MetadataClient {
+  return {
+    createJob: () => Promise.reject(new Error("not used")),
+    getJob: () => Promise.resolve(job),
+    postEvent: () => Promise.resolve(),
+    events: () =>
+      Promise.resolve(new Response("data: {}\n\n", { headers: { "content-type": "text/event-stream" } })),
+  };
+}
+
+const job = (status: string, extra: Record<string, unknown> = {}): PublicJob => ({
+  id,
+  status,
+  input: { filename: "clip.mp4", size: 3 },
+  ...extra,
+});
+
+Deno.test("GET /v1/jobs/:id/download answers 409 not_ready before the job is done", async () => {
+  for (const status of ["queued", "converting", "failed"]) {
+    const app = createGatewayApp({
+      upload: () => new Response(null, { status: 500 }),
+      metadata: metadataWith(job(status)),
+    });
+    const res = await app.request(`/v1/jobs/${id}/download`);
+    assertEquals(res.status, 409);
+    assertEquals((await res.json()).error.code, "not_ready");
+  }
+});
+
+Deno.test("GET /v1/jobs/:id/download passes the store's redirect through with the original name", async () => {
+  let asked = "";
+  const app = createGatewayApp({
+    upload: (request) => {
+      asked = request.url;
+      return new Response(null, {
+        status: 302,
+        headers: { location: "https://s3.example/x?X-Amz-Signature=1" },
+      });
+    },
+    metadata: metadataWith(job("done")),
+  });
+  const res = await app.request(`/v1/jobs/${id}/download`);
+  assertEquals([res.status, res.headers.get("location")], [302, "https://s3.example/x?X-Amz-Signature=1"]);
+  assertEquals(new URL(asked).searchParams.get("filename"), "clip.mp4");
+  assertEquals(new URL(asked).searchParams.get("mode"), "redirect");
+});
+
+Deno.test("The Gateway answers 503 with the error JSON when a service behind it cannot be reached", async () => {
+  const app = createGatewayApp({
+    upload: () => Promise.reject(new TypeError("connection refused")),
+    metadata: metadataWith(null),
+  });
+  const res = await app.request("/v1/jobs", {
+    method: "POST",
+    body: "x",
+    headers: { "content-type": "video/mp4" },
+  });
+  assertEquals(res.status, 503);
+  assertEquals((await res.json()).error.code, "service_unavailable");
+  assertEquals((await app.request(`/v1/jobs/${id}`)).status, 404);
+});
+
+Deno.test("POST /v1/convert answers a failed job's error with its status and the job id", async () => {
+  const app = createGatewayApp({
+    upload: () => Response.json(job("queued"), { status: 202 }),
+    metadata: metadataWith(job("failed", { error: { code: "no_audio_stream", message: "no audio" } })),
+    pollMs: 1,
+  });
+  const res = await app.request("/v1/convert", {
+    method: "POST",
+    body: "x",
+    headers: { "content-type": "video/mp4" },
+  });
+  assertEquals(res.status, 422);
+  assertEquals(res.headers.get("x-job-id"), id);
+  assertEquals(await res.json(), { error: { code: "no_audio_stream", message: "no audio" } });
+});

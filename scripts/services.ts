@@ -1,0 +1,98 @@
+/**
+ * How each real-mode service is started: its entry point and the Deno permission flags limited to its own
+ * resources (its listen address, the hosts it calls, its variables, and for Convert alone ffmpeg and its work
+ * folder). Used by `deno task start:<service>` and by the real-mode end-to-end tests.
+ * @module
+ */
+import { ConvertEnv, GatewayEnv, MetadataEnv, parseEnv, S3Env, UploadEnv } from "@vmp3/shared";
+
+/** The four services. */
+export type ServiceName = "gateway" | "upload" | "metadata" | "convert";
+
+const DEFAULT_PORTS: Record<string, string> = {
+  "amqp:": "5672",
+  "amqps:": "5671",
+  "redis:": "6379",
+  "rediss:": "6379",
+  "http:": "80",
+  "https:": "443",
+};
+
+function hostOf(url: string): string {
+  const u = new URL(url);
+  return `${u.hostname}:${u.port || DEFAULT_PORTS[u.protocol]}`;
+}
+
+/** What the AWS SDK reads at start (it tries ~/.aws quietly and carries on without it). */
+const AWS_ENV = ["AWS_*", "_X_AMZN_TRACE_ID", "HOME", "USERPROFILE", "HOMEPATH", "HOMEDRIVE"];
+
+function names(schema: { shape: object }): string[] {
+  return Object.keys(schema.shape);
+}
+
+/** The `deno run` arguments that start `service` with the configuration in `env`. */
+export function serviceArgs(service: ServiceName, env: Record<string, string | undefined>): string[] {
+  const entry = `${service}/main.ts`;
+  switch (service) {
+    case "gateway": {
+      const c = parseEnv(GatewayEnv, env);
+      return [
+        `--allow-net=${c.HOST}:${c.PORT},${hostOf(c.UPLOAD_URL)},${hostOf(c.METADATA_URL)}`,
+        `--allow-env=${names(GatewayEnv).join(",")}`,
+        entry,
+      ];
+    }
+    case "upload": {
+      const c = parseEnv(UploadEnv, env);
+      return [
+        `--allow-net=${c.HOST}:${c.PORT},${hostOf(c.METADATA_URL)},${hostOf(c.RABBITMQ_URL)},${s3Hosts(c)}`,
+        `--allow-env=${[...names(UploadEnv), ...AWS_ENV].join(",")}`,
+        "--allow-sys=osRelease",
+        entry,
+      ];
+    }
+    case "metadata": {
+      const c = parseEnv(MetadataEnv, env);
+      return [
+        `--allow-net=${c.HOST}:${c.PORT},${hostOf(c.REDIS_URL)},${hostOf(c.RABBITMQ_URL)}`,
+        // ioredis's `debug` dependency enumerates the whole environment at import.
+        "--allow-env",
+        entry,
+      ];
+    }
+    case "convert": {
+      const c = parseEnv(ConvertEnv, env);
+      return [
+        `--allow-net=${c.HOST}:${c.PORT},${hostOf(c.RABBITMQ_URL)},${s3Hosts(c)}`,
+        `--allow-env=${[...names(ConvertEnv), ...AWS_ENV].join(",")}`,
+        "--allow-sys=osRelease",
+        `--allow-run=${c.FFMPEG_PATH},${c.FFPROBE_PATH}`,
+        `--allow-read=${c.WORK_DIR}`,
+        `--allow-write=${c.WORK_DIR}`,
+        entry,
+      ];
+    }
+  }
+}
+
+function s3Hosts(c: S3Env): string {
+  if (!c.S3_ENDPOINT) {
+    return `${c.S3_BUCKET}.s3.${c.S3_REGION}.amazonaws.com:443,s3.${c.S3_REGION}.amazonaws.com:443`;
+  }
+  return hostOf(c.S3_ENDPOINT);
+}
+
+if (import.meta.main) {
+  const service = Deno.args[0] as ServiceName;
+  if (!["gateway", "upload", "metadata", "convert"].includes(service)) {
+    console.error("Usage: deno task start:<gateway|upload|metadata|convert>");
+    Deno.exit(2);
+  }
+  const args = ["run", ...serviceArgs(service, Deno.env.toObject())];
+  console.error(`deno ${args.join(" ")}`);
+  const child = new Deno.Command(Deno.execPath(), { args, stdin: "inherit" }).spawn();
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => child.kill(signal));
+  }
+  Deno.exit((await child.status).code);
+}
