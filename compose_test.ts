@@ -213,8 +213,9 @@ function composeProblems(config: Compose, dockerfiles: Record<string, string>): 
     }
     const run = flags.get("--allow-run");
     if (name === "convert") {
-      if (!run || !sameSet(run, ["ffmpeg", "ffprobe"])) {
-        say(`--allow-run must be exactly ffmpeg,ffprobe, not ${run}`);
+      // setpriv gives ffmpeg a parent-death signal (see convert/ffmpeg_check.ts); ffmpeg and ffprobe run under it.
+      if (!run || !sameSet(run, ["ffmpeg", "ffprobe", "setpriv"])) {
+        say(`--allow-run must be exactly ffmpeg,ffprobe,setpriv, not ${run}`);
       }
       for (const flag of ["--allow-read", "--allow-write"]) {
         const paths = flags.get(flag);
@@ -439,7 +440,7 @@ Deno.test("compose.yaml is valid for docker-compose and describes every service 
     throw new Error(`gateway --allow-net is ${gateway.flags.get("--allow-net")}`);
   }
   const convert = parseDenoCommand(asList(config.services.convert.command));
-  if (convert.flags.get("--allow-run")?.join() !== "ffmpeg,ffprobe") {
+  if (convert.flags.get("--allow-run")?.join() !== "ffmpeg,ffprobe,setpriv") {
     throw new Error(`convert --allow-run is ${convert.flags.get("--allow-run")}`);
   }
   if (!/^FROM\s+\S*ffmpeg\S*/im.test(await Deno.readTextFile(`${ROOT}docker/convert.Dockerfile`))) {
@@ -470,9 +471,9 @@ Deno.test("compose checks report a gateway allowed to read files, convert allowe
       "convert may run sh",
       (c) => {
         const command = c.services.convert.command as string[];
-        command[command.indexOf("--allow-run=ffmpeg,ffprobe")] = "--allow-run=ffmpeg,ffprobe,sh";
+        command[command.indexOf("--allow-run=ffmpeg,ffprobe,setpriv")] = "--allow-run=ffmpeg,ffprobe,setpriv,sh";
       },
-      /^convert: --allow-run must be exactly ffmpeg,ffprobe/,
+      /^convert: --allow-run must be exactly ffmpeg,ffprobe,setpriv/,
     ],
     [
       "metadata loses its healthcheck",

@@ -72,9 +72,13 @@ function whenConnected(redis: Redis, timeoutMs: number): Promise<void> {
       else resolve();
     };
     const onReady = () => done();
-    const onError = (error: Error) => done(new Error(`Redis unavailable: ${error.message}`, { cause: error }));
+    const onError = (error: Error) =>
+      done(new Error(`Redis unavailable: ${error.message}`, { cause: error }));
     const onEnd = () => done(new Error("Redis unavailable: connection closed"));
-    const timer = setTimeout(() => done(new Error(`Redis unavailable: not connected after ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(
+      () => done(new Error(`Redis unavailable: not connected after ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     redis.on("ready", onReady);
     redis.on("error", onError);
     redis.on("end", onEnd);

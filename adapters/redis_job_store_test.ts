@@ -45,13 +45,14 @@ Deno.test("redis: insert, get and update round-trip", async () => {
       at: "2024-01-01T00:00:01.000Z",
       duration: 12.5,
     });
-    const updated = await store.update(job.id, (current) => applyEvent(current, {
-      type: "job.started",
-      version: 1,
-      jobId: current.id,
-      at: "2024-01-01T00:00:01.000Z",
-      duration: 12.5,
-    }));
+    const updated = await store.update(job.id, (current) =>
+      applyEvent(current, {
+        type: "job.started",
+        version: 1,
+        jobId: current.id,
+        at: "2024-01-01T00:00:01.000Z",
+        duration: 12.5,
+      }));
     assert.deepEqual(updated, started);
     assert.deepEqual(await store.get(job.id), started);
   });

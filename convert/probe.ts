@@ -5,6 +5,7 @@
  */
 import { basename, resolve } from "node:path";
 import { AppError } from "@vmp3/shared";
+import { spawnTool } from "./ffmpeg_check.ts";
 
 /**
  * The container demuxers an input may use (ffmpeg names; the mov demuxer is "mov,mp4,m4a,3gp,3g2,mj2" and matches
@@ -119,18 +120,28 @@ export async function probeInput(path: string, options: ProbeOptions): Promise<P
   const stderr = run.stderr.replaceAll(abs, name);
 
   if (run.timedOut) {
-    throw cannot("conversion_failed", `inspecting the file took longer than ${run.timeoutMs / 1000} s`, stderr);
+    throw cannot(
+      "conversion_failed",
+      `inspecting the file took longer than ${run.timeoutMs / 1000} s`,
+      stderr,
+    );
   }
   if (run.code !== 0) {
     const notAllowed = /\[([\w,]+) @ [^\]]*\] Format not on whitelist/.exec(stderr);
     if (notAllowed) throw cannot("unsupported_input", formatNotAccepted(notAllowed[1]), stderr);
     const known = SIGNATURES.find((s) => s.test(head));
     if (known) {
-      throw cannot("corrupt_input", `the file looks like ${known.name} file but is damaged or incomplete${reason(stderr)}`, stderr);
+      throw cannot(
+        "corrupt_input",
+        `the file looks like ${known.name} file but is damaged or incomplete${reason(stderr)}`,
+        stderr,
+      );
     }
     throw cannot("unsupported_input", "the file is not a video or audio format we accept", stderr);
   }
-  if (run.overflow) throw cannot("unsupported_input", "ffprobe's description of the file is too large", stderr);
+  if (run.overflow) {
+    throw cannot("unsupported_input", "ffprobe's description of the file is too large", stderr);
+  }
 
   let json: FfprobeJson;
   try {
@@ -177,7 +188,9 @@ interface FfprobeJson {
 function durationOf(json: FfprobeJson): number | undefined {
   const format = Number(json.format?.duration);
   if (Number.isFinite(format) && format > 0) return format;
-  const streams = (json.streams ?? []).map((s) => Number(s.duration)).filter((d) => Number.isFinite(d) && d > 0);
+  const streams = (json.streams ?? []).map((s) => Number(s.duration)).filter((d) =>
+    Number.isFinite(d) && d > 0
+  );
   return streams.length > 0 ? Math.max(...streams) : undefined;
 }
 
@@ -229,36 +242,15 @@ interface RunResult {
   timeoutMs: number;
 }
 
-/** Runs ffprobe outside Deno's sandbox, hardened: clean env, no stdin, capped output, timeout, own process group. */
+/** Runs ffprobe through {@linkcode spawnTool}, with capped output and a wall-clock timeout. */
 async function runFfprobe(options: ProbeOptions, args: string[]): Promise<RunResult> {
   options.signal?.throwIfAborted();
-  const ffprobe = options.ffprobePath ?? "ffprobe";
-  const setpriv = options.setprivPath === undefined ? DEFAULT_SETPRIV : options.setprivPath;
   const timeoutMs = options.timeoutMs ?? 30_000;
-  const command = setpriv ?? ffprobe;
-  const fullArgs = setpriv ? ["--pdeathsig", "KILL", "--", ffprobe, ...args] : args;
-  let child: Deno.ChildProcess;
-  try {
-    child = new Deno.Command(command, {
-      args: fullArgs,
-      clearEnv: true,
-      env: childEnv(),
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      detached: true,
-    }).spawn();
-  } catch (error) {
-    throw new Error(notFoundMessage(error, command, setpriv !== null && command === setpriv), { cause: error });
-  }
+  const { child, kill, assertLaunched } = spawnTool(options.ffprobePath ?? "ffprobe", args, {
+    tool: "ffprobe",
+    setprivPath: options.setprivPath,
+  });
   let timedOut = false;
-  const kill = () => {
-    try {
-      Deno.kill(-child.pid, "SIGKILL");
-    } catch {
-      // Already gone.
-    }
-  };
   const timer = setTimeout(() => {
     timedOut = true;
     kill();
@@ -271,37 +263,19 @@ async function runFfprobe(options: ProbeOptions, args: string[]): Promise<RunRes
       child.status,
     ]);
     options.signal?.throwIfAborted();
-    if (setpriv && status.code === 127 && /^setpriv: failed to execute/m.test(err.text)) {
-      throw new Error(notFoundMessage(new Deno.errors.NotFound(), ffprobe, false));
-    }
-    return { code: status.code, stdout: out.text, stderr: err.text, overflow: out.overflow, timedOut, timeoutMs };
+    assertLaunched(status, err.text);
+    return {
+      code: status.code,
+      stdout: out.text,
+      stderr: err.text,
+      overflow: out.overflow,
+      timedOut,
+      timeoutMs,
+    };
   } finally {
     clearTimeout(timer);
     options.signal?.removeEventListener("abort", kill);
   }
-}
-
-const DEFAULT_SETPRIV = Deno.build.os === "linux" ? "setpriv" : null;
-
-/** The child's whole environment: only PATH (the parent's if readable), so no secret reaches ffprobe. */
-function childEnv(): Record<string, string> {
-  let path = "/usr/local/bin:/usr/bin:/bin";
-  try {
-    if (Deno.permissions.querySync({ name: "env", variable: "PATH" }).state === "granted") {
-      path = Deno.env.get("PATH") || path;
-    }
-  } catch {
-    // Keep the default.
-  }
-  return { PATH: path };
-}
-
-function notFoundMessage(error: unknown, command: string, isSetpriv: boolean): string {
-  if (!(error instanceof Deno.errors.NotFound)) return `Cannot run "${command}": ${error}`;
-  return isSetpriv
-    ? `setpriv was not found at "${command}". Install util-linux, or set setprivPath: null.`
-    : `ffprobe was not found at "${command}". Install it (Debian/Ubuntu: apt-get install ffmpeg; ` +
-      "macOS: brew install ffmpeg) or set FFMPEG_PATH/FFPROBE_PATH.";
 }
 
 /** Reads a stream to its end, keeping the first `cap` bytes; calls `onOverflow` once past the cap. */

@@ -5,6 +5,7 @@
  */
 import { basename, resolve } from "node:path";
 import { AppError } from "@vmp3/shared";
+import { spawnTool } from "./ffmpeg_check.ts";
 import { ALLOWED_DEMUXERS } from "./probe.ts";
 import { ProgressParser } from "./progress.ts";
 
@@ -20,7 +21,7 @@ export interface TranscodeOptions {
   timeoutMs: number;
   /** Stops the conversion (ffmpeg is killed); the promise then rejects with the signal's reason. */
   signal?: AbortSignal;
-  /** Called with the done fraction, 0..1, never decreasing; with 1 when ffmpeg finishes. */
+  /** Called with the done fraction, 0..1, only when it grows; with 1 once ffmpeg has succeeded. */
   onProgress?: (fraction: number) => void;
   /** The name shown in error messages (default: the input's base name). Never a server path. */
   name?: string;
@@ -32,7 +33,6 @@ export interface TranscodeOptions {
 }
 
 const STDERR_KEEP = 16 * 1024;
-const DEFAULT_SETPRIV = Deno.build.os === "linux" ? "setpriv" : null;
 
 /**
  * Converts the first audio stream of `inputPath` to an MP3 at `outputPath` (overwritten; removed on failure).
@@ -89,33 +89,11 @@ export async function transcode(
     `file:${output}`,
   ];
 
-  const ffmpeg = options.ffmpegPath ?? "ffmpeg";
-  const setpriv = options.setprivPath === undefined ? DEFAULT_SETPRIV : options.setprivPath;
-  const command = setpriv ?? ffmpeg;
-  let child: Deno.ChildProcess;
-  try {
-    child = new Deno.Command(command, {
-      args: setpriv ? ["--pdeathsig", "KILL", "--", ffmpeg, ...args] : args,
-      clearEnv: true,
-      env: childEnv(),
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      // A process group of its own (setsid), so a kill reaches everything it started.
-      detached: true,
-    }).spawn();
-  } catch (error) {
-    throw new Error(notFoundMessage(error, command, setpriv !== null), { cause: error });
-  }
-
+  const { child, kill, assertLaunched } = spawnTool(options.ffmpegPath ?? "ffmpeg", args, {
+    tool: "ffmpeg",
+    setprivPath: options.setprivPath,
+  });
   let timedOut = false;
-  const kill = () => {
-    try {
-      Deno.kill(-child.pid, "SIGKILL");
-    } catch {
-      // Already gone.
-    }
-  };
   const timer = setTimeout(() => {
     timedOut = true;
     kill();
@@ -136,11 +114,14 @@ export async function transcode(
 
   try {
     const [, stderr, status] = await Promise.all([
-      readProgress(child.stdout, (seconds, done) => report(done ? 1 : duration > 0 ? seconds / duration : 0)),
+      readProgress(child.stdout, (seconds) => report(duration > 0 ? seconds / duration : 0)),
       readTail(child.stderr, STDERR_KEEP),
       child.status,
     ]);
-    const log = stderr.replaceAll(input, name).replaceAll(output, "output.mp3");
+    const log = stderr.replaceAll(`file:${input}: `, "").replaceAll(input, name).replaceAll(
+      output,
+      "output.mp3",
+    );
     options.signal?.throwIfAborted();
     if (timedOut) {
       throw new AppError(
@@ -148,9 +129,7 @@ export async function transcode(
         `Converting "${name}" timed out after ${Math.round(options.timeoutMs / 100) / 10} s`,
       );
     }
-    if (setpriv && status.code === 127 && /^setpriv: failed to execute/m.test(stderr)) {
-      throw new Error(notFoundMessage(new Deno.errors.NotFound(), ffmpeg, false));
-    }
+    assertLaunched(status, stderr);
     if (!status.success) throw failure(name, status, log);
     report(1);
   } catch (error) {
@@ -172,10 +151,16 @@ function failure(name: string, status: Deno.CommandStatus, log: string): AppErro
     });
   }
   if (/Stream map '0:a:0' matches no streams|does not contain any stream/.test(log)) {
-    return new AppError("no_audio_stream", `Cannot convert "${name}": the file has no audio stream`, { cause });
+    return new AppError("no_audio_stream", `Cannot convert "${name}": the file has no audio stream`, {
+      cause,
+    });
   }
-  if (/Invalid data found when processing input|moov atom not found|corrupt|Invalid NAL|decode_/i.test(log)) {
-    return new AppError("corrupt_input", `Cannot convert "${name}": the file is damaged (${last})`, { cause });
+  if (
+    /Invalid data found when processing input|moov atom not found|Error while decoding|corrupt/i.test(log)
+  ) {
+    return new AppError("corrupt_input", `Cannot convert "${name}": the file is damaged (${last})`, {
+      cause,
+    });
   }
   const how = status.signal ? `was killed by ${status.signal}` : `exited with code ${status.code}`;
   return new AppError("conversion_failed", `Converting "${name}" failed: ffmpeg ${how} (${last})`, { cause });
@@ -190,14 +175,14 @@ function lastMessage(log: string): string {
 
 async function readProgress(
   stream: ReadableStream<Uint8Array>,
-  onUpdate: (seconds: number, done: boolean) => void,
+  onUpdate: (seconds: number) => void,
 ): Promise<void> {
   const parser = new ProgressParser();
   const decoder = new TextDecoder();
   for await (const chunk of stream) {
-    for (const u of parser.push(decoder.decode(chunk, { stream: true }))) onUpdate(u.outTimeSeconds, u.done);
+    for (const u of parser.push(decoder.decode(chunk, { stream: true }))) onUpdate(u.outTimeSeconds);
   }
-  for (const u of parser.flush()) onUpdate(u.outTimeSeconds, u.done);
+  for (const u of parser.flush()) onUpdate(u.outTimeSeconds);
 }
 
 /** Reads a stream to its end, keeping its last `keep` bytes as text. */
@@ -212,25 +197,4 @@ async function readTail(stream: ReadableStream<Uint8Array>, keep: number): Promi
     tail = joined;
   }
   return new TextDecoder().decode(tail);
-}
-
-/** The child's whole environment: only PATH (the parent's if readable), so no secret reaches ffmpeg. */
-function childEnv(): Record<string, string> {
-  let path = "/usr/local/bin:/usr/bin:/bin";
-  try {
-    if (Deno.permissions.querySync({ name: "env", variable: "PATH" }).state === "granted") {
-      path = Deno.env.get("PATH") || path;
-    }
-  } catch {
-    // Keep the default.
-  }
-  return { PATH: path };
-}
-
-function notFoundMessage(error: unknown, command: string, isSetpriv: boolean): string {
-  if (!(error instanceof Deno.errors.NotFound)) return `Cannot run "${command}": ${error}`;
-  return isSetpriv
-    ? `setpriv was not found at "${command}". Install util-linux, or set setprivPath: null.`
-    : `ffmpeg was not found at "${command}". Install it (Debian/Ubuntu: apt-get install ffmpeg; ` +
-      "macOS: brew install ffmpeg) or set FFMPEG_PATH/FFPROBE_PATH.";
 }

@@ -67,6 +67,7 @@ export function createTaskHandler(deps: WorkerDeps): (task: ConversionRequested)
       await object.body.pipeTo(file.writable);
 
       const probe = await probeInput(inputPath, {
+        name: task.filename,
         ffprobePath: limits.ffprobePath,
         maxDuration: limits.maxDuration,
         maxStreams: limits.maxStreams,
@@ -77,6 +78,7 @@ export function createTaskHandler(deps: WorkerDeps): (task: ConversionRequested)
       let lastSent = 0;
       let sending = Promise.resolve();
       await transcode(inputPath, outputPath, {
+        name: task.filename,
         ffmpegPath: limits.ffmpegPath,
         bitrate: task.options.bitrate,
         duration: probe.duration,

@@ -6,7 +6,15 @@ import { assert, assertEquals } from "../shared/testing/assert.ts";
 import { EmbeddedEnv, parseEnv } from "@vmp3/shared";
 import { makeHlsTrap, makeMedia } from "../convert/testing/media.ts";
 import { runEmbedded } from "../dev.ts";
-import { anyFileContains, assertError, assertMp3, postFile, waitForJob } from "./helpers.ts";
+import {
+  anyFileContains,
+  assertError,
+  assertMp3,
+  postFile,
+  processesMatching,
+  waitForJob,
+  waitForNoProcess,
+} from "./helpers.ts";
 
 async function start(env: Record<string, string> = {}) {
   const dataDir = await Deno.makeTempDir({ prefix: "vmp3-e2e-" });
@@ -125,5 +133,62 @@ Deno.test("embedded: unknown jobs are 404 and an upload over the limit is 413 wi
     assertEquals((await fetch(`${app.url}/healthz`)).status, 200);
   } finally {
     await app.stop();
+  }
+});
+
+Deno.test("embedded: kill -9 mid-conversion and a restart lose no job; the queued work resumes", async () => {
+  const media = await Deno.makeTempDir();
+  const dataDir = await Deno.makeTempDir({ prefix: "vmp3-restart-" });
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  const url = `http://127.0.0.1:${port}`;
+  const start = async () => {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "dev.ts"],
+      env: { PORT: String(port), DATA_DIR: dataDir },
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    for (
+      let i = 0;
+      !(await fetch(`${url}/healthz`).then((r) => r.body?.cancel().then(() => true)).catch(() => false));
+      i++
+    ) {
+      assert(i < 200, "the embedded product did not start");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return child;
+  };
+  let child = await start();
+  try {
+    const source = await makeMedia(media, "flac", { seconds: 900 });
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      ids.push((await (await postFile(`${url}/v1/jobs`, source, `long-${i}.flac`)).json()).id);
+    }
+    for (let i = 0;; i++) {
+      const job = await (await fetch(`${url}/v1/jobs/${ids[0]}`)).json();
+      if (job.status === "converting") break;
+      assert(job.status === "queued" && i < 400, `job is ${job.status} before the kill`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    assert(processesMatching("ffmpeg", dataDir).length > 0, "ffmpeg was running at the kill");
+    child.kill("SIGKILL");
+    await child.status;
+    assertEquals(await waitForNoProcess(["ffmpeg", dataDir]), [], "no ffmpeg outlives the killed process");
+    child = await start();
+    for (const id of ids) {
+      const job = await waitForJob(url, id, 120_000);
+      assertEquals(job.status, "done", JSON.stringify(job));
+      await assertMp3(await fetch(`${url}/v1/jobs/${id}/download`), `${media}/${id}.mp3`, source);
+    }
+    const outputs = [...Deno.readDirSync(`${dataDir}/objects/outputs`)].map((e) => e.name).sort();
+    assertEquals(outputs, ids.map((id) => `${id}.mp3`).sort(), "exactly one MP3 per job");
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await Deno.remove(media, { recursive: true });
+    await Deno.remove(dataDir, { recursive: true });
   }
 });

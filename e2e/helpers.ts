@@ -60,3 +60,26 @@ export async function assertError(response: Response, status: number, code: stri
   assertEquals([response.status, body?.error?.code], [status, code], JSON.stringify(body));
   assert(typeof body.error.message === "string" && body.error.message.length > 0, "the error has a message");
 }
+
+/** The pids of running processes whose command line contains every one of `parts`. */
+export function processesMatching(...parts: string[]): number[] {
+  const pids: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`).replaceAll("\0", " ");
+      if (parts.every((part) => cmdline.includes(part))) pids.push(Number(entry.name));
+    } catch { /* the process ended meanwhile */ }
+  }
+  return pids;
+}
+
+/** Waits up to `timeoutMs` for no process to match `parts`; returns the ones still running. */
+export async function waitForNoProcess(parts: string[], timeoutMs = 3000): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const pids = processesMatching(...parts);
+    if (pids.length === 0 || Date.now() > deadline) return pids;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

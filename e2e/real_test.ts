@@ -4,121 +4,17 @@
  * (scripts/services.ts), driven through the Gateway's public API with real FFmpeg.
  */
 import { assert, assertEquals } from "../shared/testing/assert.ts";
-import { createS3BlobStore } from "@vmp3/adapters/s3";
 import { makeHlsTrap, makeMedia } from "../convert/testing/media.ts";
 import { serviceArgs, type ServiceName } from "../scripts/services.ts";
-import { assertError, assertMp3, postFile, waitForJob } from "./helpers.ts";
-
-function required(name: string): string {
-  const value = Deno.env.get(name);
-  if (!value) {
-    throw new Error(`${name} is not set: run the tests with \`deno task test\`, which starts the servers`);
-  }
-  return value;
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr;
-  listener.close();
-  return port;
-}
-
-interface Service {
-  name: string;
-  process: Deno.ChildProcess;
-  log: string;
-}
-
-/** Starts the real-mode product: four services (and `workers` Convert workers), each its own process. */
-async function startProduct(workers = 1) {
-  const dir = await Deno.makeTempDir({ prefix: "vmp3-real-" });
-  const ports = { gateway: freePort(), upload: freePort(), metadata: freePort() };
-  const bucket = `vmp3-e2e-${crypto.randomUUID().slice(0, 8)}`;
-  const common = {
-    HOST: "127.0.0.1",
-    RABBITMQ_URL: required("TEST_RABBITMQ_URL"),
-    REDIS_URL: required("TEST_REDIS_URL"),
-    S3_ENDPOINT: required("TEST_S3_ENDPOINT"),
-    S3_BUCKET: bucket,
-    S3_ACCESS_KEY_ID: "S3RVER",
-    S3_SECRET_ACCESS_KEY: "S3RVER",
-    S3_CHECKSUM: "when_required",
-    UPLOAD_URL: `http://127.0.0.1:${ports.upload}`,
-    METADATA_URL: `http://127.0.0.1:${ports.metadata}`,
-  };
-  const services: Service[] = [];
-  const spawn = async (service: ServiceName, name: string, env: Record<string, string>) => {
-    const log = `${dir}/${name}.log`;
-    const file = await Deno.open(log, { write: true, create: true });
-    const process = new Deno.Command(Deno.execPath(), {
-      args: ["run", ...serviceArgs(service, env)],
-      env,
-      clearEnv: true,
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const [a, b] = [process.stdout, process.stderr].map((s) =>
-      s.pipeTo(file.writable, { preventClose: true })
-    );
-    Promise.all([a, b]).finally(() => file.close()).catch(() => {});
-    const entry = { name, process, log };
-    services.push(entry);
-    const url = `http://127.0.0.1:${env.PORT}/healthz`;
-    for (let i = 0;; i++) {
-      if ((await fetch(url).then((r) => r.body?.cancel().then(() => r.ok)).catch(() => false))) break;
-      if (i > 200) throw new Error(`${name} did not start:\n${await Deno.readTextFile(log)}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    return entry;
-  };
-  const path = Deno.env.get("PATH") ?? "/usr/bin:/bin";
-  const startWorker = (n: number) =>
-    spawn("convert", `convert-${n}`, {
-      ...common,
-      PATH: path,
-      PORT: String(freePort()),
-      WORK_DIR: `${dir}/work-${n}`,
-    });
-
-  await spawn("metadata", "metadata", { ...common, PORT: String(ports.metadata) });
-  await spawn("upload", "upload", { ...common, PORT: String(ports.upload) });
-  for (let n = 1; n <= workers; n++) await startWorker(n);
-  await spawn("gateway", "gateway", { ...common, PORT: String(ports.gateway) });
-
-  const storage = createS3BlobStore({
-    endpoint: common.S3_ENDPOINT,
-    bucket,
-    region: "us-east-1",
-    accessKeyId: "S3RVER",
-    secretAccessKey: "S3RVER",
-    forcePathStyle: true,
-    checksum: "when_required",
-  });
-  return {
-    url: `http://127.0.0.1:${ports.gateway}`,
-    dir,
-    storage,
-    services,
-    startWorker,
-    async logs() {
-      return (await Promise.all(
-        services.map(async (s) => `--- ${s.name}\n${await Deno.readTextFile(s.log)}`),
-      ))
-        .join("\n");
-    },
-    async stop() {
-      for (const s of services) {
-        try {
-          s.process.kill("SIGTERM");
-        } catch { /* already gone */ }
-        await s.process.status;
-      }
-      storage.close();
-      await Deno.remove(dir, { recursive: true });
-    },
-  };
-}
+import { startProduct } from "./product.ts";
+import {
+  assertError,
+  assertMp3,
+  postFile,
+  processesMatching,
+  waitForJob,
+  waitForNoProcess,
+} from "./helpers.ts";
 
 Deno.test("real: each service runs with only its own permissions", async () => {
   const dir = await Deno.makeTempDir();
@@ -228,7 +124,7 @@ Deno.test("real: kill -9 of a worker mid-conversion; the task is redelivered and
   const media = await Deno.makeTempDir();
   const product = await startProduct(1);
   try {
-    const source = await makeMedia(media, "mp4", { seconds: 400 });
+    const source = await makeMedia(media, "flac", { seconds: 900 });
     const created = await postFile(`${product.url}/v1/jobs`, source, "long.mp4");
     assertEquals(created.status, 202);
     const { id } = await created.json();
@@ -239,8 +135,14 @@ Deno.test("real: kill -9 of a worker mid-conversion; the task is redelivered and
       await new Promise((r) => setTimeout(r, 25));
     }
     const worker = product.services.find((s) => s.name === "convert-1")!;
+    assert(processesMatching("ffmpeg", `${product.dir}/work-1`).length > 0, "ffmpeg was running at the kill");
     worker.process.kill("SIGKILL");
     await worker.process.status;
+    assertEquals(
+      await waitForNoProcess(["ffmpeg", `${product.dir}/work-1`]),
+      [],
+      "no ffmpeg outlives the worker",
+    );
     await product.startWorker(2);
     const done = await waitForJob(product.url, id, 120_000);
     assertEquals(done.status, "done");

@@ -66,7 +66,8 @@ export function serviceArgs(service: ServiceName, env: Record<string, string | u
         `--allow-net=${c.HOST}:${c.PORT},${hostOf(c.RABBITMQ_URL)},${s3Hosts(c)}`,
         `--allow-env=${[...names(ConvertEnv), ...AWS_ENV].join(",")}`,
         "--allow-sys=osRelease",
-        `--allow-run=${c.FFMPEG_PATH},${c.FFPROBE_PATH}`,
+        // setpriv gives each ffmpeg a parent-death signal, so a killed worker leaves no ffmpeg running.
+        `--allow-run=${c.FFMPEG_PATH},${c.FFPROBE_PATH},setpriv`,
         `--allow-read=${c.WORK_DIR}`,
         `--allow-write=${c.WORK_DIR}`,
         entry,

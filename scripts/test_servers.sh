@@ -28,11 +28,13 @@ done
 
 log() { echo "test_servers: $*" >&2; }
 
+# The servers and their tools must not read the caller's stdin (erl does): keep it on fd 3 for the command.
+exec 3<&0 </dev/null
+
 DIR="$(mktemp -d "${TMPDIR:-/tmp}/vmp3-test-servers.XXXXXX")"
 chmod 755 "$DIR"
-ID="$(basename "$DIR" | tr -dc 'a-zA-Z0-9' | tr 'A-Z' 'a-z')-$$"
+ID="$(basename "$DIR" | sed 's/.*\.//' | tr 'A-Z' 'a-z')-$$"
 
-REDIS_PID=""
 S3_PID=""
 RABBIT_STARTED=""
 RABBIT_NODE="vmp3-${ID}@localhost"
@@ -48,9 +50,13 @@ cleanup() {
   local pids=()
   if [[ -n "$RABBIT_STARTED" ]]; then
     (
-      if ! timeout 30 rabbitmqctl -n "$RABBIT_NODE" -q shutdown >/dev/null 2>&1; then
-        pid="$(cat "$DIR/rabbitmq/pid" 2>/dev/null || true)"
-        [[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null
+      # Its data is thrown away, so no graceful stop is needed: SIGKILL the node (its helper processes follow).
+      pid="$(cat "$DIR/rabbitmq/pid" 2>/dev/null || true)"
+      if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+        kill -9 "$pid" 2>/dev/null
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      else
+        timeout 30 rabbitmqctl -n "$RABBIT_NODE" -q shutdown >/dev/null 2>&1
       fi
     ) &
     pids+=($!)
@@ -119,7 +125,7 @@ exit 1
 EOF
 chmod +x "$DIR/redis-start.sh"
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --dir "$DIR/redis" \
-  --pidfile "$DIR/redis/redis.pid" --logfile "$DIR/redis/redis.log" --save '' --appendonly no >/dev/null ||
+  --pidfile "$DIR/redis/redis.pid" --logfile "$DIR/redis/redis.log" --save '' --appendonly no >/dev/null 3<&- ||
   { log "redis-server failed to start"; exit 1; }
 
 # --- RabbitMQ (its directories must belong to user rabbitmq: the Debian wrapper switches to it) ---
@@ -146,12 +152,12 @@ chmod +x "$DIR/rabbitmq-start.sh"
 chown -R rabbitmq:rabbitmq "$DIR/rabbitmq" 2>/dev/null ||
   { [[ "$(id -u)" -eq 0 ]] && { log "cannot chown $DIR/rabbitmq to user rabbitmq"; exit 1; }; }
 RABBIT_STARTED=1
-"$DIR/rabbitmq-start.sh" --no-wait || { log "rabbitmq-server failed to start; see $DIR/rabbitmq"; exit 1; }
+"$DIR/rabbitmq-start.sh" --no-wait 3<&- || { log "rabbitmq-server failed to start; see $DIR/rabbitmq"; exit 1; }
 
 # --- s3rver (run outside the workspace so it neither reads its config nor touches its lock file) ---
 mkdir -p "$DIR/s3"
 (cd "$DIR" && exec deno run -A --no-config --no-lock npm:s3rver@3.7.1 -d "$DIR/s3" -a 127.0.0.1 -p "$S3_PORT" \
-  --silent >"$DIR/s3rver.log" 2>&1) &
+  --silent >"$DIR/s3rver.log" 2>&1 3<&-) &
 S3_PID=$!
 
 # --- wait for all three ---
@@ -195,4 +201,15 @@ export TEST_S3_SECRET_ACCESS_KEY="S3RVER"
 
 log "redis $TEST_REDIS_URL, rabbitmq $TEST_RABBITMQ_URL (node $RABBIT_NODE), s3rver $TEST_S3_ENDPOINT, dir $DIR"
 
-"$@"
+# In the background with `wait`, so a signal to this script is handled at once (and passed on), not after the
+# command ends. It gets the caller's stdin back (a background job's would be /dev/null).
+"$@" <&3 3<&- &
+CMD_PID=$!
+stop_command() {
+  kill -TERM "$CMD_PID" 2>/dev/null
+  wait "$CMD_PID" 2>/dev/null
+  exit "$1"
+}
+trap 'stop_command 130' INT
+trap 'stop_command 143' TERM
+wait "$CMD_PID"

@@ -109,6 +109,7 @@ function receiveMultipart<R>(
   try {
     parser = busboy({
       headers: { "content-type": contentType },
+      defParamCharset: "utf8",
       limits: { files: 1, fields: 32, fieldSize: 4096, parts: 40, headerPairs: 32 },
     });
   } catch (cause) {

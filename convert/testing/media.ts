@@ -76,7 +76,17 @@ export async function makeMedia(
     case "mp4":
     case "mov": {
       const path = file(kind);
-      await ffmpeg([...VIDEO(s), ...SINE(s, 44100), ...H264, "-c:a", "aac", "-b:a", "96k", "-shortest", path]);
+      await ffmpeg([
+        ...VIDEO(s),
+        ...SINE(s, 44100),
+        ...H264,
+        "-c:a",
+        "aac",
+        "-b:a",
+        "96k",
+        "-shortest",
+        path,
+      ]);
       return path;
     }
     case "mkv":
@@ -106,7 +116,17 @@ export async function makeMedia(
     case "flac": {
       // Silence compresses to almost nothing, so even an hour is small and quick to make.
       const path = file("flac");
-      await ffmpeg(["-f", "lavfi", "-i", `anullsrc=r=44100:cl=stereo`, "-t", String(s), "-c:a", "flac", path]);
+      await ffmpeg([
+        "-f",
+        "lavfi",
+        "-i",
+        `anullsrc=r=44100:cl=stereo`,
+        "-t",
+        String(s),
+        "-c:a",
+        "flac",
+        path,
+      ]);
       return path;
     }
     case "mp4-no-audio": {

@@ -1,0 +1,151 @@
+/**
+ * The ffmpeg tools as this worker runs them: a start-up check that they exist and can make MP3s, and the one
+ * hardened way of launching them outside Deno's sandbox.
+ */
+
+/** Options of {@linkcode checkFfmpeg}. */
+export interface CheckOptions {
+  /** The ffmpeg binary (default "ffmpeg"). */
+  ffmpegPath?: string;
+  /** The ffprobe binary (default "ffprobe"). */
+  ffprobePath?: string;
+  /** The setpriv binary the conversions run under (default "setpriv" on Linux); null skips its check. */
+  setprivPath?: string | null;
+}
+
+/** A launched tool: the child and the way to kill its whole process group. */
+export interface ToolProcess {
+  child: Deno.ChildProcess;
+  /** SIGKILLs the tool's process group; harmless once it has exited. */
+  kill(): void;
+  /** Throws the not-found Error when the exit status and stderr say setpriv could not start the tool. */
+  assertLaunched(status: Deno.CommandStatus, stderr: string): void;
+}
+
+/** util-linux `setpriv` on Linux (gives children a parent-death signal); null where there is none. */
+export const DEFAULT_SETPRIV: string | null = Deno.build.os === "linux" ? "setpriv" : null;
+
+/**
+ * Checks that ffmpeg (with libmp3lame and -stats_period, i.e. 4.4 or newer), ffprobe and setpriv can be run;
+ * throws an Error saying what is missing and how to install it.
+ */
+export async function checkFfmpeg(options: CheckOptions = {}): Promise<void> {
+  const ffmpeg = options.ffmpegPath ?? "ffmpeg";
+  const ffprobe = options.ffprobePath ?? "ffprobe";
+  const setpriv = options.setprivPath === undefined ? DEFAULT_SETPRIV : options.setprivPath;
+
+  const encoders = await runQuick(ffmpeg, ["-hide_banner", "-encoders"], "ffmpeg");
+  if (!/^\s*A\S*\s+libmp3lame\s/m.test(encoders)) {
+    throw new Error(
+      `ffmpeg at "${ffmpeg}" has no libmp3lame MP3 encoder. Install a build with it (Debian/Ubuntu: ` +
+        "apt-get install ffmpeg; macOS: brew install ffmpeg) or set FFMPEG_PATH.",
+    );
+  }
+  const help = await runQuick(ffmpeg, ["-hide_banner", "-h", "long"], "ffmpeg");
+  if (!help.includes("-stats_period")) {
+    throw new Error(`ffmpeg at "${ffmpeg}" is too old (no -stats_period): version 4.4 or newer is needed.`);
+  }
+  await runQuick(ffprobe, ["-hide_banner", "-version"], "ffprobe");
+  if (setpriv !== null) await runQuick(setpriv, ["--version"], "setpriv");
+}
+
+/**
+ * Launches `binary` with `args`, hardened: environment cleared (only PATH kept), no stdin, stdout and stderr
+ * piped (the caller must drain both), its own process group, and under `setpriv --pdeathsig KILL` so the kernel
+ * kills it if this process dies (even by SIGKILL). Throws an Error naming the binary when it is not found.
+ */
+export function spawnTool(
+  binary: string,
+  args: string[],
+  options: { tool: "ffmpeg" | "ffprobe"; setprivPath?: string | null },
+): ToolProcess {
+  const setpriv = options.setprivPath === undefined ? DEFAULT_SETPRIV : options.setprivPath;
+  const command = setpriv ?? binary;
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(command, {
+      args: setpriv === null ? args : ["--pdeathsig", "KILL", "--", binary, ...args],
+      clearEnv: true,
+      env: childEnv(),
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      detached: true,
+    }).spawn();
+  } catch (error) {
+    throw launchError(error, command, setpriv === null ? options.tool : "setpriv");
+  }
+  const kill = () => {
+    try {
+      Deno.kill(-child.pid, "SIGKILL");
+      return;
+    } catch {
+      // Gone already, or Deno.kill is denied (it needs --allow-run without a list): kill the child alone.
+    }
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  };
+  const assertLaunched = (status: Deno.CommandStatus, stderr: string) => {
+    if (setpriv !== null && status.code === 127 && /^setpriv: failed to execute/m.test(stderr)) {
+      throw launchError(new Deno.errors.NotFound(stderr.trim()), binary, options.tool);
+    }
+  };
+  return { child, kill, assertLaunched };
+}
+
+function launchError(error: unknown, command: string, tool: string): Error {
+  if (!(error instanceof Deno.errors.NotFound)) {
+    return new Error(`Cannot run ${tool} at "${command}": ${error}`, { cause: error });
+  }
+  if (tool === "setpriv") {
+    return new Error(
+      `setpriv was not found at "${command}". Install util-linux (it makes the kernel kill ffmpeg if this ` +
+        "process dies), or set setprivPath: null.",
+      { cause: error },
+    );
+  }
+  return new Error(
+    `${tool} was not found at "${command}". Install it (Debian/Ubuntu: apt-get install ffmpeg; macOS: ` +
+      "brew install ffmpeg) or set FFMPEG_PATH/FFPROBE_PATH.",
+    { cause: error },
+  );
+}
+
+/** Runs a short informational command directly (no setpriv), returning stdout; 10 s cap. */
+async function runQuick(binary: string, args: string[], tool: string): Promise<string> {
+  let output: Deno.CommandOutput;
+  try {
+    output = await new Deno.Command(binary, {
+      args,
+      clearEnv: true,
+      env: childEnv(),
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(10_000),
+    }).output();
+  } catch (error) {
+    throw launchError(error, binary, tool);
+  }
+  if (!output.success) {
+    const stderr = new TextDecoder().decode(output.stderr).trim().slice(-500);
+    throw new Error(`${tool} at "${binary}" does not run (exit code ${output.code}): ${stderr}`);
+  }
+  return new TextDecoder().decode(output.stdout);
+}
+
+/** The child's whole environment: only PATH (the parent's when readable), so no secret reaches the tool. */
+function childEnv(): Record<string, string> {
+  let path = "/usr/local/bin:/usr/bin:/bin";
+  try {
+    if (Deno.permissions.querySync({ name: "env", variable: "PATH" }).state === "granted") {
+      path = Deno.env.get("PATH") || path;
+    }
+  } catch {
+    // Keep the default.
+  }
+  return { PATH: path };
+}

@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { checkFfmpeg, spawnTool } from "./ffmpeg_check.ts";
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "vmp3-check-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** A fake ffmpeg: a shell script that prints `encoders` for -encoders and `help` for -h. */
+async function fakeFfmpeg(dir: string, encoders: string, help: string): Promise<string> {
+  const path = `${dir}/ffmpeg`;
+  await Deno.writeTextFile(
+    path,
+    `#!/bin/sh\ncase "$*" in\n  *-encoders*) printf '%s\\n' '${encoders}' ;;\n  *) printf '%s\\n' '${help}' ;;\nesac\n`,
+  );
+  await Deno.chmod(path, 0o755);
+  return path;
+}
+
+Deno.test("checkFfmpeg passes with the installed ffmpeg, ffprobe and setpriv", async () => {
+  await checkFfmpeg({});
+});
+
+Deno.test("checkFfmpeg names a missing ffmpeg and how to install it", async () => {
+  await assert.rejects(checkFfmpeg({ ffmpegPath: "/nonexistent/ffmpeg" }), {
+    message:
+      'ffmpeg was not found at "/nonexistent/ffmpeg". Install it (Debian/Ubuntu: apt-get install ffmpeg; ' +
+      "macOS: brew install ffmpeg) or set FFMPEG_PATH/FFPROBE_PATH.",
+  });
+});
+
+Deno.test("checkFfmpeg names a missing ffprobe and how to install it", async () => {
+  await assert.rejects(checkFfmpeg({ ffprobePath: "/nonexistent/ffprobe" }), {
+    message:
+      'ffprobe was not found at "/nonexistent/ffprobe". Install it (Debian/Ubuntu: apt-get install ffmpeg; ' +
+      "macOS: brew install ffmpeg) or set FFMPEG_PATH/FFPROBE_PATH.",
+  });
+});
+
+Deno.test("checkFfmpeg rejects an ffmpeg without the libmp3lame encoder", async () => {
+  await withDir(async (dir) => {
+    const ffmpeg = await fakeFfmpeg(dir, " A....D aac  AAC (Advanced Audio Coding)", "-stats_period time");
+    await assert.rejects(checkFfmpeg({ ffmpegPath: ffmpeg }), /ffmpeg at ".*" has no libmp3lame MP3 encoder/);
+  });
+});
+
+Deno.test("checkFfmpeg rejects an ffmpeg older than 4.4 (no -stats_period)", async () => {
+  await withDir(async (dir) => {
+    const ffmpeg = await fakeFfmpeg(dir, " A....D libmp3lame  libmp3lame MP3", "-progress url");
+    await assert.rejects(checkFfmpeg({ ffmpegPath: ffmpeg }), /is too old \(no -stats_period\)/);
+  });
+});
+
+Deno.test("checkFfmpeg names a missing setpriv, and skips it when setprivPath is null", async () => {
+  await assert.rejects(checkFfmpeg({ setprivPath: "/nonexistent/setpriv" }), /setpriv was not found at/);
+  await checkFfmpeg({ setprivPath: null });
+});
+
+Deno.test("spawnTool gives the tool an empty environment except PATH, no stdin and its own process group", async () => {
+  Deno.env.set("VMP3_SECRET_FOR_TEST", "s3cr3t");
+  try {
+    // `sh -c` stands in for ffmpeg: it prints its environment, its stdin and its process group.
+    const { child } = spawnTool("/bin/sh", ["-c", "env; cat; echo pgid=$(ps -o pgid= -p $$)"], {
+      tool: "ffmpeg",
+    });
+    const [out, , status] = await Promise.all([
+      new Response(child.stdout).text(),
+      new Response(child.stderr).text(),
+      child.status,
+    ]);
+    assert.ok(status.success);
+    const env = out.split("\n").filter((line) => /^[A-Z_]+=/.test(line)).map((line) => line.split("=")[0]);
+    assert.deepEqual(env.filter((name) => !["PWD", "SHLVL", "_", "OLDPWD"].includes(name)), ["PATH"]);
+    assert.ok(!out.includes("s3cr3t"));
+    assert.match(out, new RegExp(`pgid=\\s*${child.pid}\\b`));
+  } finally {
+    Deno.env.delete("VMP3_SECRET_FOR_TEST");
+  }
+});

@@ -1,0 +1,139 @@
+import assert from "node:assert/strict";
+import { AppError, type ErrorCode } from "@vmp3/shared";
+import { probeInput } from "./probe.ts";
+import { makeHlsTrap, makeMedia, type MediaKind } from "./testing/media.ts";
+
+const LIMITS = { maxDuration: 6 * 3600, maxStreams: 16 };
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "vmp3-probe-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+async function rejectsWith(promise: Promise<unknown>, code: ErrorCode, message?: RegExp): Promise<AppError> {
+  const error = await promise.then(
+    () => assert.fail(`expected AppError ${code}, but it resolved`),
+    (e: unknown) => e,
+  );
+  assert.ok(error instanceof AppError, `expected AppError ${code}, got ${error}`);
+  assert.equal(error.code, code, error.message);
+  if (message) assert.match(error.message, message);
+  return error;
+}
+
+const GOOD: [MediaKind, string, string][] = [
+  ["mp4", "mov,mp4,m4a,3gp,3g2,mj2", "aac"],
+  ["mov", "mov,mp4,m4a,3gp,3g2,mj2", "aac"],
+  ["mkv", "matroska,webm", "opus"],
+  ["webm", "matroska,webm", "opus"],
+  ["avi", "avi", "mp3"],
+  ["flac", "flac", "flac"],
+];
+
+for (const [kind, format, audioCodec] of GOOD) {
+  Deno.test(`probeInput accepts a ${kind} file and reports its format, audio and duration`, async () => {
+    await withDir(async (dir) => {
+      const result = await probeInput(await makeMedia(dir, kind), LIMITS);
+      assert.equal(result.format, format);
+      assert.equal(result.audioCodec, audioCodec);
+      assert.equal(result.audioStreams, 1);
+      assert.equal(result.streams, kind === "flac" ? 1 : 2);
+      assert.ok(Math.abs(result.duration - 3) < 0.1, `duration ${result.duration}`);
+    });
+  });
+}
+
+const BAD: [MediaKind, ErrorCode, RegExp][] = [
+  ["mp4-no-audio", "no_audio_stream", /^Cannot convert "clip\.mp4": the file has no audio stream$/],
+  ["zero-bytes", "unsupported_input", /^Cannot convert "clip\.mp4": the file is empty$/],
+  [
+    "random-bytes",
+    "unsupported_input",
+    /^Cannot convert "clip\.mp4": the file is not a video or audio format we accept$/,
+  ],
+  [
+    "truncated-mp4",
+    "corrupt_input",
+    /looks like an MP4\/MOV file but is damaged or incomplete \(moov atom not found\)/,
+  ],
+  ["hls-playlist-as-mp4", "unsupported_input", /playlist or file list \(hls\)/],
+  ["ffconcat-as-mp4", "unsupported_input", /playlist or file list \(concat\)/],
+];
+
+for (const [kind, code, message] of BAD) {
+  Deno.test(`probeInput rejects a ${kind} file with ${code}`, async () => {
+    await withDir(async (dir) => {
+      const path = await makeMedia(dir, kind);
+      await rejectsWith(probeInput(path, { ...LIMITS, name: "clip.mp4" }), code, message);
+    });
+  });
+}
+
+Deno.test("probeInput rejects an HLS playlist named .mp4 with unsupported_input and never names the server path", async () => {
+  await withDir(async (dir) => {
+    const trap = await makeHlsTrap(dir);
+    const error = await rejectsWith(probeInput(trap.path, LIMITS), "unsupported_input");
+    assert.ok(!error.message.includes(dir), error.message);
+    assert.ok(!error.message.includes(trap.canaryText));
+  });
+});
+
+Deno.test("probeInput rejects an input longer than maxDuration with input_too_long", async () => {
+  await withDir(async (dir) => {
+    const path = await makeMedia(dir, "flac", { seconds: 90 });
+    await rejectsWith(
+      probeInput(path, { ...LIMITS, maxDuration: 60, name: "long.flac" }),
+      "input_too_long",
+      /^Cannot convert "long\.flac": it lasts 1:30, longer than the limit of 1:00$/,
+    );
+  });
+});
+
+Deno.test("probeInput rejects an input with more streams than maxStreams with too_many_streams", async () => {
+  await withDir(async (dir) => {
+    const path = await makeMedia(dir, "mp4");
+    await rejectsWith(
+      probeInput(path, { ...LIMITS, maxStreams: 1 }),
+      "too_many_streams",
+      /it has 2 streams; the limit is 1/,
+    );
+  });
+});
+
+Deno.test("probeInput reads a file whose name looks like a protocol (concat:a|b) as a plain local file", async () => {
+  await withDir(async (dir) => {
+    const mp4 = await makeMedia(dir, "mp4");
+    const odd = `${dir}/concat:${mp4.slice(dir.length + 1)}|x`;
+    await Deno.copyFile(mp4, odd);
+    const result = await probeInput(odd, LIMITS);
+    assert.equal(result.audioCodec, "aac");
+  });
+});
+
+Deno.test("probeInput rejects with the reason of an aborted signal without running ffprobe", async () => {
+  await withDir(async (dir) => {
+    const path = await makeMedia(dir, "mp4");
+    const reason = new Error("stop");
+    await assert.rejects(
+      probeInput(path, { ...LIMITS, signal: AbortSignal.abort(reason) }),
+      (e) => e === reason,
+    );
+  });
+});
+
+Deno.test("probeInput names a missing ffprobe and how to install it", async () => {
+  await withDir(async (dir) => {
+    const path = await makeMedia(dir, "zero-bytes");
+    await Deno.writeTextFile(path, "x");
+    for (const setprivPath of [undefined, null]) {
+      await assert.rejects(
+        probeInput(path, { ...LIMITS, ffprobePath: "/nonexistent/ffprobe", setprivPath }),
+        /ffprobe was not found at "\/nonexistent\/ffprobe"\. Install it/,
+      );
+    }
+  });
+});

@@ -1,0 +1,120 @@
+/**
+ * Starts the real-mode product for tests and benchmarks: the four services as separate processes with their real
+ * permission flags (scripts/services.ts), on the RabbitMQ, Redis and s3rver that scripts/test_servers.sh started.
+ * @module
+ */
+import { createS3BlobStore } from "@vmp3/adapters/s3";
+import { serviceArgs, type ServiceName } from "../scripts/services.ts";
+
+function required(name: string): string {
+  const value = Deno.env.get(name);
+  if (!value) {
+    throw new Error(`${name} is not set: run the tests with \`deno task test\`, which starts the servers`);
+  }
+  return value;
+}
+
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr;
+  listener.close();
+  return port;
+}
+
+/** A running service process. */
+export interface Service {
+  name: string;
+  process: Deno.ChildProcess;
+  log: string;
+}
+
+/** Starts the real-mode product: four services (and `workers` Convert workers), each its own process. */
+export async function startProduct(workers = 1, extraEnv: Record<string, string> = {}) {
+  const dir = await Deno.makeTempDir({ prefix: "vmp3-real-" });
+  const ports = { gateway: freePort(), upload: freePort(), metadata: freePort() };
+  const bucket = `vmp3-e2e-${crypto.randomUUID().slice(0, 8)}`;
+  const common = {
+    HOST: "127.0.0.1",
+    RABBITMQ_URL: required("TEST_RABBITMQ_URL"),
+    REDIS_URL: required("TEST_REDIS_URL"),
+    S3_ENDPOINT: required("TEST_S3_ENDPOINT"),
+    S3_BUCKET: bucket,
+    S3_ACCESS_KEY_ID: "S3RVER",
+    S3_SECRET_ACCESS_KEY: "S3RVER",
+    S3_CHECKSUM: "when_required",
+    UPLOAD_URL: `http://127.0.0.1:${ports.upload}`,
+    METADATA_URL: `http://127.0.0.1:${ports.metadata}`,
+    ...extraEnv,
+  };
+  const services: Service[] = [];
+  const spawn = async (service: ServiceName, name: string, env: Record<string, string>) => {
+    const log = `${dir}/${name}.log`;
+    const file = await Deno.open(log, { write: true, create: true });
+    const process = new Deno.Command(Deno.execPath(), {
+      args: ["run", ...serviceArgs(service, env)],
+      env,
+      clearEnv: true,
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const [a, b] = [process.stdout, process.stderr].map((s) =>
+      s.pipeTo(file.writable, { preventClose: true })
+    );
+    Promise.all([a, b]).finally(() => file.close()).catch(() => {});
+    const entry = { name, process, log };
+    services.push(entry);
+    const url = `http://127.0.0.1:${env.PORT}/healthz`;
+    for (let i = 0;; i++) {
+      if ((await fetch(url).then((r) => r.body?.cancel().then(() => r.ok)).catch(() => false))) break;
+      if (i > 200) throw new Error(`${name} did not start:\n${await Deno.readTextFile(log)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return entry;
+  };
+  const path = Deno.env.get("PATH") ?? "/usr/bin:/bin";
+  const startWorker = (n: number) =>
+    spawn("convert", `convert-${n}`, {
+      ...common,
+      PATH: path,
+      PORT: String(freePort()),
+      WORK_DIR: `${dir}/work-${n}`,
+    });
+
+  await spawn("metadata", "metadata", { ...common, PORT: String(ports.metadata) });
+  await spawn("upload", "upload", { ...common, PORT: String(ports.upload) });
+  for (let n = 1; n <= workers; n++) await startWorker(n);
+  await spawn("gateway", "gateway", { ...common, PORT: String(ports.gateway) });
+
+  const storage = createS3BlobStore({
+    endpoint: common.S3_ENDPOINT,
+    bucket,
+    region: "us-east-1",
+    accessKeyId: "S3RVER",
+    secretAccessKey: "S3RVER",
+    forcePathStyle: true,
+    checksum: "when_required",
+  });
+  return {
+    url: `http://127.0.0.1:${ports.gateway}`,
+    dir,
+    storage,
+    services,
+    startWorker,
+    async logs() {
+      return (await Promise.all(
+        services.map(async (s) => `--- ${s.name}\n${await Deno.readTextFile(s.log)}`),
+      ))
+        .join("\n");
+    },
+    async stop() {
+      for (const s of services) {
+        try {
+          s.process.kill("SIGTERM");
+        } catch { /* already gone */ }
+        await s.process.status;
+      }
+      storage.close();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
