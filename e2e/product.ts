@@ -35,6 +35,8 @@ export async function startProduct(workers = 1, extraEnv: Record<string, string>
   const bucket = `vmp3-e2e-${crypto.randomUUID().slice(0, 8)}`;
   const common = {
     HOST: "127.0.0.1",
+    // As in any shell or container; without HOME the AWS SDK asks for the uid (--allow-sys=uid) to find one.
+    HOME: dir,
     RABBITMQ_URL: required("TEST_RABBITMQ_URL"),
     REDIS_URL: required("TEST_REDIS_URL"),
     S3_ENDPOINT: required("TEST_S3_ENDPOINT"),

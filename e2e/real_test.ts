@@ -26,7 +26,7 @@ Deno.test("real: each service runs with only its own permissions", async () => {
       write: () => Deno.writeTextFile("/tmp/vmp3-permission-probe", "x"),
       ffmpeg: () => new Deno.Command("ffmpeg", { args: ["-version"] }).output(),
       shell: () => new Deno.Command("sh", { args: ["-c", "true"] }).output(),
-      otherHost: () => fetch("http://127.0.0.2:9/"),
+      otherHost: () => fetch("http://127.0.0.2:8089/"),
       workDir: () => Deno.writeTextFile(Deno.args[0] + "/ok", "x"),
     };
     const out = {};
