@@ -471,7 +471,8 @@ Deno.test("compose checks report a gateway allowed to read files, convert allowe
       "convert may run sh",
       (c) => {
         const command = c.services.convert.command as string[];
-        command[command.indexOf("--allow-run=ffmpeg,ffprobe,setpriv")] = "--allow-run=ffmpeg,ffprobe,setpriv,sh";
+        command[command.indexOf("--allow-run=ffmpeg,ffprobe,setpriv")] =
+          "--allow-run=ffmpeg,ffprobe,setpriv,sh";
       },
       /^convert: --allow-run must be exactly ffmpeg,ffprobe,setpriv/,
     ],

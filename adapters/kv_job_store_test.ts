@@ -3,7 +3,8 @@ import { applyEvent, createJob, type Job } from "@vmp3/shared";
 import { createKvJobStore } from "./kv_job_store.ts";
 
 const id = "6f1c2a5e-8a7b-4c1d-9e2f-0a1b2c3d4e5f";
-const job = (): Job => createJob({ id, input: { filename: "clip.mp4", size: 10 } }, new Date("2026-01-01T00:00:00Z"));
+const job = (): Job =>
+  createJob({ id, input: { filename: "clip.mp4", size: 10 } }, new Date("2026-01-01T00:00:00Z"));
 
 Deno.test("KV job store inserts once, reads back, and answers null for an unknown id", async () => {
   const kv = await Deno.openKv(":memory:");

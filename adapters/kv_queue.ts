@@ -141,7 +141,9 @@ export function createKvQueue<T>(
               return null;
             });
             if (entry) {
-              const job = deliver(entry).catch((error) => console.error(`Settling on "${name}" failed:`, error))
+              const job = deliver(entry).catch((error) =>
+                console.error(`Settling on "${name}" failed:`, error)
+              )
                 .finally(() => {
                   inFlight.delete(job);
                   wake();

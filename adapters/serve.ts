@@ -14,8 +14,10 @@ export function serveUntilSignal(
   listen: { HOST: string; PORT: number },
   cleanup: () => Promise<void>,
 ): Served {
-  const server = Deno.serve({ hostname: listen.HOST, port: listen.PORT, onListen: () => {} }, (request) =>
-    app.fetch(request));
+  const server = Deno.serve(
+    { hostname: listen.HOST, port: listen.PORT, onListen: () => {} },
+    (request) => app.fetch(request),
+  );
   const { hostname, port } = server.addr;
   const url = `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
   console.log(`listening on ${url}`);

@@ -51,15 +51,25 @@ try {
   const seconds = (performance.now() - started) / 1000;
   clearInterval(sampler);
   const job = await response.json();
-  if (response.status !== 202 || job.input?.size !== total) throw new Error(`upload failed: ${JSON.stringify(job)}`);
+  if (response.status !== 202 || job.input?.size !== total) {
+    throw new Error(`upload failed: ${JSON.stringify(job)}`);
+  }
   const stored = await product.storage.head(`inputs/${job.id}`);
   if (stored?.size !== total) throw new Error(`stored ${stored?.size} bytes, sent ${total}`);
-  console.log(`Streamed ${sizeMb} MiB through Gateway -> Upload -> S3 in ${seconds.toFixed(1)} s (${(sizeMb / seconds).toFixed(0)} MiB/s)`);
+  console.log(
+    `Streamed ${sizeMb} MiB through Gateway -> Upload -> S3 in ${seconds.toFixed(1)} s (${
+      (sizeMb / seconds).toFixed(0)
+    } MiB/s)`,
+  );
   console.log("| process | RSS at start (MB) | peak RSS sampled (MB) | VmHWM (MB) |");
   console.log("|---|---|---|---|");
   for (const s of watched) {
     const p = peaks.get(s.name)!;
-    console.log(`| ${s.name} | ${p.start.toFixed(0)} | ${p.peak.toFixed(0)} | ${memoryOf(s.process.pid).hwm.toFixed(0)} |`);
+    console.log(
+      `| ${s.name} | ${p.start.toFixed(0)} | ${p.peak.toFixed(0)} | ${
+        memoryOf(s.process.pid).hwm.toFixed(0)
+      } |`,
+    );
   }
 } finally {
   await product.stop();

@@ -25,7 +25,9 @@ export interface MetadataAppDeps {
 
 async function mustGet(store: JobStore, id: string): Promise<Job> {
   const job = await store.get(id).catch((cause) => {
-    throw new AppError("service_unavailable", "The job store cannot be reached; try again shortly", { cause });
+    throw new AppError("service_unavailable", "The job store cannot be reached; try again shortly", {
+      cause,
+    });
   });
   if (!job) throw new AppError("not_found", `There is no job ${JSON.stringify(id)}`);
   return job;
@@ -42,7 +44,9 @@ export function createMetadataApp(deps: MetadataAppDeps): Hono {
 
   app.post("/jobs", async (c) => {
     const parsed = NewJob.safeParse(await c.req.json().catch(() => null));
-    if (!parsed.success) throw new AppError("invalid_request", `Invalid job: ${parsed.error.issues[0].message}`);
+    if (!parsed.success) {
+      throw new AppError("invalid_request", `Invalid job: ${parsed.error.issues[0].message}`);
+    }
     const job = createJob(parsed.data, now());
     if (await store.insert(job)) return c.json(publicJob(job), 201);
     return c.json(publicJob(await mustGet(store, job.id)), 200);

@@ -10,7 +10,11 @@ async function setup() {
   const kv = await Deno.openKv(":memory:");
   const app = createMetadataApp({ store: createKvJobStore(kv), pollMs: 10, now: () => new Date(at(0)) });
   const post = (path: string, body: unknown) =>
-    app.request(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    app.request(path, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
   return { kv, app, post };
 }
 
@@ -44,7 +48,13 @@ Deno.test("Events move a job forward only: a late progress or start never undoes
   const events: JobEvent[] = [
     { type: "job.started", version: 1, jobId: id, at: at(1), duration: 3 },
     { type: "job.progress", version: 1, jobId: id, at: at(2), progress: 0.5 },
-    { type: "job.done", version: 1, jobId: id, at: at(3), output: { key: "k", size: 10, duration: 3, bitrate: 192000 } },
+    {
+      type: "job.done",
+      version: 1,
+      jobId: id,
+      at: at(3),
+      output: { key: "k", size: 10, duration: 3, bitrate: 192000 },
+    },
     { type: "job.progress", version: 1, jobId: id, at: at(4), progress: 0.7 },
     { type: "job.started", version: 1, jobId: id, at: at(5), duration: 3 },
     { type: "job.failed", version: 1, jobId: id, at: at(6), error: { code: "internal", message: "late" } },

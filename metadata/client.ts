@@ -1,5 +1,12 @@
 /** A typed client of the Metadata HTTP API, for the Upload service and the Gateway. */
-import { AppError, type ErrorCode, isErrorCode, type Fetcher, type JobEvent, type NewJob } from "@vmp3/shared";
+import {
+  AppError,
+  type ErrorCode,
+  type Fetcher,
+  isErrorCode,
+  type JobEvent,
+  type NewJob,
+} from "@vmp3/shared";
 
 /** A job as the Metadata API answers it (the public form). */
 export type PublicJob = Record<string, unknown> & { id: string; status: string };

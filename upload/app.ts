@@ -6,8 +6,8 @@ import { Hono } from "hono";
 import {
   AppError,
   type BlobStore,
-  type ConversionRequested,
   contentDisposition,
+  type ConversionRequested,
   jobKeys,
   mp3Filename,
   onError,
@@ -62,7 +62,9 @@ export function createUploadApp(deps: UploadAppDeps): Hono {
     let recorded = false;
     try {
       const options = parseOptions({ ...pickOptions(fields), ...queryOptions });
-      if (stored.size === 0) throw new AppError("unsupported_input", `Cannot convert "${stored.filename}": the file is empty`);
+      if (stored.size === 0) {
+        throw new AppError("unsupported_input", `Cannot convert "${stored.filename}": the file is empty`);
+      }
       const job = await metadata.createJob({ id, input: { filename: stored.filename, size: stored.size } });
       recorded = true;
       await tasks.publish({

@@ -60,7 +60,10 @@ function chunked(size: number): ReadableStream<Uint8Array> {
 
 Deno.test("POST /uploads stores a multipart file under a server-made key and publishes one task", async () => {
   const t = await setup();
-  const res = await t.app.request("/uploads", { method: "POST", body: form(new Uint8Array(300), "../../etc/my clip.mp4", { bitrate: "128" }) });
+  const res = await t.app.request("/uploads", {
+    method: "POST",
+    body: form(new Uint8Array(300), "../../etc/my clip.mp4", { bitrate: "128" }),
+  });
   assertEquals(res.status, 202);
   const job = await res.json();
   assertEquals([job.status, job.input], ["queued", { filename: "my clip.mp4", size: 300 }]);
@@ -107,12 +110,22 @@ Deno.test("Bad requests answer 4xx with a code, store nothing, and publish nothi
   const t = await setup();
   const cases: [RequestInit & { path?: string }, number, string][] = [
     [{ body: "hello", headers: { "content-type": "text/plain" } }, 415, "unsupported_media_type"],
-    [{ body: (() => {
-      const f = new FormData();
-      f.append("other", "x");
-      return f;
-    })() }, 400, "invalid_request"],
-    [{ body: "--x\r\nbroken", headers: { "content-type": "multipart/form-data; boundary=x" } }, 400, "invalid_request"],
+    [
+      {
+        body: (() => {
+          const f = new FormData();
+          f.append("other", "x");
+          return f;
+        })(),
+      },
+      400,
+      "invalid_request",
+    ],
+    [
+      { body: "--x\r\nbroken", headers: { "content-type": "multipart/form-data; boundary=x" } },
+      400,
+      "invalid_request",
+    ],
     [{ body: "--x", headers: { "content-type": "multipart/form-data" } }, 400, "invalid_request"],
     [{ body: form(new Uint8Array(10)), path: "/uploads?bitrate=9999" }, 400, "invalid_option"],
     [{ body: form(new Uint8Array(10), "a.mp4", { bitrate: "loud" }) }, 400, "invalid_option"],

@@ -29,10 +29,13 @@ function filenameFromDisposition(header: string | null): string | undefined {
       return decodeURIComponent(star[1].trim());
     } catch { /* fall back to the plain parameter */ }
   }
-  return /filename\s*=\s*"((?:[^"\\]|\\.)*)"/i.exec(header)?.[1] ?? /filename\s*=\s*([^;\s]+)/i.exec(header)?.[1];
+  return /filename\s*=\s*"((?:[^"\\]|\\.)*)"/i.exec(header)?.[1] ??
+    /filename\s*=\s*([^;\s]+)/i.exec(header)?.[1];
 }
 
-function limitBytes(maxBytes: number): { stream: TransformStream<Uint8Array, Uint8Array>; exceeded: () => boolean } {
+function limitBytes(
+  maxBytes: number,
+): { stream: TransformStream<Uint8Array, Uint8Array>; exceeded: () => boolean } {
   let size = 0;
   let over = false;
   const stream = new TransformStream<Uint8Array, Uint8Array>({
@@ -68,7 +71,9 @@ export async function receiveUpload<R>(
     await request.body?.cancel().catch(() => {});
     throw tooLarge(maxBytes);
   }
-  if (!request.body) throw new AppError("invalid_request", "The request has no body; send the video as the body");
+  if (!request.body) {
+    throw new AppError("invalid_request", "The request has no body; send the video as the body");
+  }
   const contentType = request.headers.get("content-type") ?? "";
   const url = new URL(request.url);
 
@@ -95,7 +100,11 @@ export async function receiveUpload<R>(
   const filename = displayFilename(
     url.searchParams.get("filename") ?? filenameFromDisposition(request.headers.get("content-disposition")),
   );
-  const result = await guarded({ filename, contentType: mediaType || "application/octet-stream", stream: request.body });
+  const result = await guarded({
+    filename,
+    contentType: mediaType || "application/octet-stream",
+    stream: request.body,
+  });
   return { result, fields: {} };
 }
 
@@ -114,7 +123,9 @@ function receiveMultipart<R>(
     });
   } catch (cause) {
     body.cancel().catch(() => {});
-    return Promise.reject(new AppError("invalid_request", "The multipart body has no valid boundary", { cause }));
+    return Promise.reject(
+      new AppError("invalid_request", "The multipart body has no valid boundary", { cause }),
+    );
   }
   const source = Readable.fromWeb(body as import("node:stream/web").ReadableStream<Uint8Array>);
   const fields: Record<string, string> = {};
@@ -156,7 +167,10 @@ function receiveMultipart<R>(
       resolve({ result, fields });
     }, fail);
   });
-  parser.on("error", (cause) => fail(new AppError("invalid_request", "The multipart body is malformed", { cause })));
+  parser.on(
+    "error",
+    (cause) => fail(new AppError("invalid_request", "The multipart body is malformed", { cause })),
+  );
   source.on("error", (cause) => fail(new AppError("invalid_request", "The upload was cut off", { cause })));
   source.pipe(parser);
   return promise;
