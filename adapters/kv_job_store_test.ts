@@ -1,4 +1,4 @@
-import { assertEquals } from "../shared/testing/assert.ts";
+import assert from "node:assert/strict";
 import { applyEvent, createJob, type Job } from "@vmp3/shared";
 import { createKvJobStore } from "./kv_job_store.ts";
 
@@ -9,11 +9,11 @@ const job = (): Job =>
 Deno.test("KV job store inserts once, reads back, and answers null for an unknown id", async () => {
   const kv = await Deno.openKv(":memory:");
   const store = createKvJobStore(kv);
-  assertEquals(await store.insert(job()), true);
-  assertEquals(await store.insert({ ...job(), status: "done" }), false);
-  assertEquals(await store.get(id), job());
-  assertEquals(await store.get(crypto.randomUUID()), null);
-  assertEquals(await store.update(crypto.randomUUID(), (j) => j), null);
+  assert.deepEqual(await store.insert(job()), true);
+  assert.deepEqual(await store.insert({ ...job(), status: "done" }), false);
+  assert.deepEqual(await store.get(id), job());
+  assert.deepEqual(await store.get(crypto.randomUUID()), null);
+  assert.deepEqual(await store.update(crypto.randomUUID(), (j) => j), null);
   kv.close();
 });
 
@@ -32,6 +32,6 @@ Deno.test("KV job store loses no update when many run at once", async () => {
           progress: (i + 1) / 100,
         }))),
   );
-  assertEquals((await store.get(id))?.progress, 0.5);
+  assert.deepEqual((await store.get(id))?.progress, 0.5);
   kv.close();
 });

@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "../shared/testing/assert.ts";
+import assert from "node:assert/strict";
 import { z } from "zod";
 import { createKvQueue } from "./kv_queue.ts";
 
@@ -29,8 +29,8 @@ Deno.test("KV queue delivers each published message once, in order, and removes 
   });
   await got.done;
   await sub.close();
-  assertEquals(got.seen, [1, 2, 3]);
-  assertEquals((await Array.fromAsync(kv.list({ prefix: ["queue", "q"] }))).length, 0);
+  assert.deepEqual(got.seen, [1, 2, 3]);
+  assert.deepEqual((await Array.fromAsync(kv.list({ prefix: ["queue", "q"] }))).length, 0);
   kv.close();
 });
 
@@ -48,8 +48,8 @@ Deno.test("KV queue redelivers on retry and dead-letters after the delivery limi
   await got.done;
   await new Promise((r) => setTimeout(r, 100));
   await sub.close();
-  assertEquals(infos, [false, true, true]);
-  assertEquals(await queue.deadLetters(), [{ n: 7 }]);
+  assert.deepEqual(infos, [false, true, true]);
+  assert.deepEqual(await queue.deadLetters(), [{ n: 7 }]);
   kv.close();
 });
 
@@ -66,8 +66,8 @@ Deno.test("KV queue dead-letters a rejected message and one that fails its schem
   });
   await got.done;
   await sub.close();
-  assertEquals(got.seen, [1, 2]);
-  assertEquals(await queue.deadLetters(), [{ n: "not a number" }, { n: 1 }]);
+  assert.deepEqual(got.seen, [1, 2]);
+  assert.deepEqual(await queue.deadLetters(), [{ n: "not a number" }, { n: 1 }]);
   kv.close();
 });
 
@@ -87,7 +87,7 @@ Deno.test("KV queue runs at most `prefetch` handlers at once", async () => {
   }, { prefetch: 2 });
   await got.done;
   await sub.close();
-  assertEquals(peak, 2);
+  assert.deepEqual(peak, 2);
   kv.close();
 });
 
@@ -116,7 +116,7 @@ Deno.test("KV queue gives a message back after the consumer holding it dies, and
   });
   await got.done;
   await sub.close();
-  assertEquals(got.seen, [42]);
+  assert.deepEqual(got.seen, [42]);
   kv.close();
   await Deno.remove(path);
 });
@@ -136,6 +136,6 @@ Deno.test("KV queue close() waits for the handler in hand", async () => {
   await started.promise;
   await sub.close();
   assert(finished, "close() resolved before the handler finished");
-  assertEquals((await Array.fromAsync(kv.list({ prefix: ["queue", "q"] }))).length, 0);
+  assert.deepEqual((await Array.fromAsync(kv.list({ prefix: ["queue", "q"] }))).length, 0);
   kv.close();
 });

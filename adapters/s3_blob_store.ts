@@ -18,7 +18,7 @@ import {
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
-import type { BlobStore, S3Env } from "@vmp3/shared";
+import { type BlobStore, contentDisposition, type S3Env } from "@vmp3/shared";
 
 /** How to reach one bucket of an S3-compatible store. */
 export interface S3Settings {
@@ -84,16 +84,6 @@ function isNotFound(error: unknown): boolean {
   const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };
   return e.name === "NoSuchKey" || e.name === "NotFound" || e.name === "NoSuchBucket" ||
     e.$metadata?.httpStatusCode === 404;
-}
-
-/** A `Content-Disposition: attachment` value for `filename`: an ASCII fallback plus the exact UTF-8 name. */
-export function attachmentDisposition(filename: string): string {
-  const fallback = filename.replace(/[^\x20-\x7e]|["\\%]/g, "_").trim() || "download";
-  const encoded = encodeURIComponent(filename).replace(
-    /['()*]/g,
-    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
-  );
-  return `attachment; filename="${fallback}"; filename*=UTF-8''${encoded}`;
 }
 
 /** Creates a {@linkcode BlobStore} on the bucket that `settings` names; nothing connects until first use. */
@@ -220,7 +210,7 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
       const command = new GetObjectCommand({
         Bucket,
         Key: key,
-        ResponseContentDisposition: attachmentDisposition(filename),
+        ResponseContentDisposition: contentDisposition(filename),
       });
       return await getSignedUrl(signer, command, { expiresIn: lifetime });
     },

@@ -2,12 +2,8 @@
  * Tests of the S3 blob store against a real s3rver. Run through `bash scripts/test_servers.sh deno test -A ...`.
  */
 import assert from "node:assert/strict";
-import {
-  attachmentDisposition,
-  createS3BlobStore,
-  type S3BlobStore,
-  type S3Settings,
-} from "./s3_blob_store.ts";
+import { contentDisposition } from "@vmp3/shared";
+import { createS3BlobStore, type S3BlobStore, type S3Settings } from "./s3_blob_store.ts";
 
 function endpoint(): string {
   const value = Deno.env.get("TEST_S3_ENDPOINT");
@@ -202,7 +198,7 @@ Deno.test("s3: a presigned URL downloads the exact bytes with the filename", asy
     const response = await fetch(url);
     assert.equal(response.status, 200);
     const disposition = response.headers.get("content-disposition");
-    assert.equal(disposition, attachmentDisposition('Café "live".mp3'));
+    assert.equal(disposition, contentDisposition('Café "live".mp3'));
     assert.equal(
       disposition,
       `attachment; filename="Caf_ _live_.mp3"; filename*=UTF-8''Caf%C3%A9%20%22live%22.mp3`,

@@ -2,7 +2,7 @@
  * The whole product in embedded mode (one process, local adapters), driven through the Gateway's public API with
  * real FFmpeg on media made by FFmpeg's lavfi sources.
  */
-import { assert, assertEquals } from "../shared/testing/assert.ts";
+import assert from "node:assert/strict";
 import { EmbeddedEnv, parseEnv } from "@vmp3/shared";
 import { makeHlsTrap, makeMedia } from "../convert/testing/media.ts";
 import { runEmbedded } from "../dev.ts";
@@ -36,7 +36,7 @@ Deno.test("embedded: POST /v1/convert turns mp4, mkv, webm, avi and mov into MP3
     for (const kind of ["mp4", "mkv", "webm", "avi", "mov"] as const) {
       const source = await makeMedia(media, kind);
       const response = await postFile(`${app.url}/v1/convert`, source, `clip ${kind}.${kind}`);
-      assertEquals(response.headers.get("content-type"), "audio/mpeg", kind);
+      assert.deepEqual(response.headers.get("content-type"), "audio/mpeg", kind);
       assert(response.headers.get("content-disposition")?.includes(`filename="clip ${kind}.mp3"`), kind);
       await assertMp3(response, `${media}/${kind}.mp3`, source);
     }
@@ -52,30 +52,30 @@ Deno.test("embedded: a job goes queued -> done over /v1/jobs, its events stream,
   try {
     const source = await makeMedia(media, "mp4");
     const created = await postFile(`${app.url}/v1/jobs?bitrate=128`, source, "été.mp4");
-    assertEquals(created.status, 202);
+    assert.deepEqual(created.status, 202);
     const job = await created.json();
-    assertEquals(created.headers.get("location"), `/v1/jobs/${job.id}`);
-    assertEquals(job.input.filename, "été.mp4");
+    assert.deepEqual(created.headers.get("location"), `/v1/jobs/${job.id}`);
+    assert.deepEqual(job.input.filename, "été.mp4");
 
     const events = await fetch(`${app.url}/v1/jobs/${job.id}/events`);
-    assertEquals(events.headers.get("content-type"), "text/event-stream");
+    assert.deepEqual(events.headers.get("content-type"), "text/event-stream");
     const statuses = [...(await events.text()).matchAll(/^data: (.*)$/gm)].map((m) =>
       JSON.parse(m[1]).status
     );
-    assertEquals(statuses.at(-1), "done", "the stream ends with the final state");
+    assert.deepEqual(statuses.at(-1), "done", "the stream ends with the final state");
 
     const done = await waitForJob(app.url, job.id);
-    assertEquals([done.status, done.progress], ["done", 1]);
+    assert.deepEqual([done.status, done.progress], ["done", 1]);
     const output = done.output as { size: number; duration: number; bitrate: number };
     assert(Math.abs(output.bitrate - 128_000) / 128_000 < 0.05, `bitrate ${output.bitrate} is about 128k`);
 
     const download = await fetch(`${app.url}/v1/jobs/${job.id}/download`);
-    assertEquals(
+    assert.deepEqual(
       download.headers.get("content-disposition"),
       `attachment; filename="_t_.mp3"; filename*=UTF-8''%C3%A9t%C3%A9.mp3`,
     );
     await assertMp3(download, `${media}/out.mp3`, source);
-    assertEquals(output.size, (await Deno.stat(`${media}/out.mp3`)).size);
+    assert.deepEqual(output.size, (await Deno.stat(`${media}/out.mp3`)).size);
   } finally {
     await app.stop();
     await Deno.remove(media, { recursive: true });
@@ -129,8 +129,8 @@ Deno.test("embedded: unknown jobs are 404 and an upload over the limit is 413 wi
         d,
       ) => [...Deno.readDirSync(`${app.dataDir}/objects/${d.name}`)])
       : [];
-    assertEquals(inputs.length, 0, "nothing is left in storage");
-    assertEquals((await fetch(`${app.url}/healthz`)).status, 200);
+    assert.deepEqual(inputs.length, 0, "nothing is left in storage");
+    assert.deepEqual((await fetch(`${app.url}/healthz`)).status, 200);
   } finally {
     await app.stop();
   }
@@ -176,15 +176,19 @@ Deno.test("embedded: kill -9 mid-conversion and a restart lose no job; the queue
     assert(processesMatching("ffmpeg", dataDir).length > 0, "ffmpeg was running at the kill");
     child.kill("SIGKILL");
     await child.status;
-    assertEquals(await waitForNoProcess(["ffmpeg", dataDir]), [], "no ffmpeg outlives the killed process");
+    assert.deepEqual(
+      await waitForNoProcess(["ffmpeg", dataDir]),
+      [],
+      "no ffmpeg outlives the killed process",
+    );
     child = await start();
     for (const id of ids) {
       const job = await waitForJob(url, id, 120_000);
-      assertEquals(job.status, "done", JSON.stringify(job));
+      assert.deepEqual(job.status, "done", JSON.stringify(job));
       await assertMp3(await fetch(`${url}/v1/jobs/${id}/download`), `${media}/${id}.mp3`, source);
     }
     const outputs = [...Deno.readDirSync(`${dataDir}/objects/outputs`)].map((e) => e.name).sort();
-    assertEquals(outputs, ids.map((id) => `${id}.mp3`).sort(), "exactly one MP3 per job");
+    assert.deepEqual(outputs, ids.map((id) => `${id}.mp3`).sort(), "exactly one MP3 per job");
   } finally {
     child.kill("SIGTERM");
     await child.status;

@@ -1,5 +1,5 @@
 /** What both end-to-end suites share: submitting files, waiting for jobs, checking MP3s with ffprobe. */
-import { assert, assertAlmostEquals, assertEquals } from "../shared/testing/assert.ts";
+import assert from "node:assert/strict";
 import { audioDuration, containsBytes, probeJson } from "../convert/testing/media.ts";
 
 /** POSTs `path` as multipart field "file" to `url`. */
@@ -30,14 +30,15 @@ export async function waitForJob(
 
 /** Saves an MP3 response to `path` and checks it with ffprobe: mp3 codec, duration of the source's audio. */
 export async function assertMp3(response: Response, path: string, source: string): Promise<void> {
-  assertEquals(response.status, 200, await response.clone().text().catch(() => ""));
+  assert.deepEqual(response.status, 200, await response.clone().text().catch(() => ""));
   await Deno.writeFile(path, new Uint8Array(await response.arrayBuffer()));
   const probe = await probeJson(path);
   const audio = probe.streams.filter((s) => s.codec_type === "audio");
-  assertEquals(audio.length, 1, "one audio stream");
-  assertEquals(audio[0].codec_name, "mp3");
-  assertEquals(probe.streams.length, 1, "no video or other streams in the MP3");
-  assertAlmostEquals(await audioDuration(path), await audioDuration(source), 0.1, "MP3 duration");
+  assert.deepEqual(audio.length, 1, "one audio stream");
+  assert.deepEqual(audio[0].codec_name, "mp3");
+  assert.deepEqual(probe.streams.length, 1, "no video or other streams in the MP3");
+  const [got, want] = [await audioDuration(path), await audioDuration(source)];
+  assert(Math.abs(got - want) <= 0.1, `MP3 duration ${got} s is not within 0.1 s of the source's ${want} s`);
 }
 
 /** Whether any file below `dir` contains `needle`. */
@@ -57,7 +58,7 @@ export async function anyFileContains(dir: string, needle: string): Promise<bool
 /** Asserts that `response` is the error JSON with `status` and `code`. */
 export async function assertError(response: Response, status: number, code: string): Promise<void> {
   const body = await response.json();
-  assertEquals([response.status, body?.error?.code], [status, code], JSON.stringify(body));
+  assert.deepEqual([response.status, body?.error?.code], [status, code], JSON.stringify(body));
   assert(typeof body.error.message === "string" && body.error.message.length > 0, "the error has a message");
 }
 

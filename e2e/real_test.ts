@@ -3,7 +3,7 @@
  * (scripts/test_servers.sh), and the four services as separate processes with their real permission flags
  * (scripts/services.ts), driven through the Gateway's public API with real FFmpeg.
  */
-import { assert, assertEquals } from "../shared/testing/assert.ts";
+import assert from "node:assert/strict";
 import { makeHlsTrap, makeMedia } from "../convert/testing/media.ts";
 import { serviceArgs, type ServiceName } from "../scripts/services.ts";
 import { startProduct } from "./product.ts";
@@ -59,10 +59,31 @@ Deno.test("real: each service runs with only its own permissions", async () => {
     return JSON.parse(text);
   };
   const d = "denied", a = "allowed";
-  assertEquals(await run("gateway"), { read: d, write: d, ffmpeg: d, shell: d, otherHost: d, workDir: d });
-  assertEquals(await run("upload"), { read: d, write: d, ffmpeg: d, shell: d, otherHost: d, workDir: d });
-  assertEquals(await run("metadata"), { read: d, write: d, ffmpeg: d, shell: d, otherHost: d, workDir: d });
-  assertEquals(await run("convert"), { read: d, write: d, ffmpeg: a, shell: d, otherHost: d, workDir: a });
+  assert.deepEqual(await run("gateway"), {
+    read: d,
+    write: d,
+    ffmpeg: d,
+    shell: d,
+    otherHost: d,
+    workDir: d,
+  });
+  assert.deepEqual(await run("upload"), { read: d, write: d, ffmpeg: d, shell: d, otherHost: d, workDir: d });
+  assert.deepEqual(await run("metadata"), {
+    read: d,
+    write: d,
+    ffmpeg: d,
+    shell: d,
+    otherHost: d,
+    workDir: d,
+  });
+  assert.deepEqual(await run("convert"), {
+    read: d,
+    write: d,
+    ffmpeg: a,
+    shell: d,
+    otherHost: d,
+    workDir: a,
+  });
   await Deno.remove(dir, { recursive: true });
 });
 
@@ -89,17 +110,17 @@ Deno.test("real: a job downloads through a short-lived presigned S3 URL; bad inp
   try {
     const source = await makeMedia(media, "mp4");
     const created = await postFile(`${product.url}/v1/jobs`, source, "clip.mp4");
-    assertEquals(created.status, 202);
+    assert.deepEqual(created.status, 202);
     const { id } = await created.json();
     const early = await fetch(`${product.url}/v1/jobs/${id}/download`, { redirect: "manual" });
     if (early.status === 409) await assertError(early, 409, "not_ready");
     else await early.body?.cancel();
-    assertEquals((await waitForJob(product.url, id)).status, "done");
+    assert.deepEqual((await waitForJob(product.url, id)).status, "done");
     const redirect = await fetch(`${product.url}/v1/jobs/${id}/download`, { redirect: "manual" });
-    assertEquals(redirect.status, 302);
+    assert.deepEqual(redirect.status, 302);
     const location = new URL(redirect.headers.get("location")!);
     assert(location.searchParams.has("X-Amz-Signature"), "a presigned URL");
-    assertEquals(location.searchParams.get("X-Amz-Expires"), "300");
+    assert.deepEqual(location.searchParams.get("X-Amz-Expires"), "300");
     const download = await fetch(location);
     assert(download.headers.get("content-disposition")?.includes('filename="clip.mp3"'));
     await assertMp3(download, `${media}/clip.mp3`, source);
@@ -126,7 +147,7 @@ Deno.test("real: kill -9 of a worker mid-conversion; the task is redelivered and
   try {
     const source = await makeMedia(media, "flac", { seconds: 900 });
     const created = await postFile(`${product.url}/v1/jobs`, source, "long.mp4");
-    assertEquals(created.status, 202);
+    assert.deepEqual(created.status, 202);
     const { id } = await created.json();
     for (let i = 0;; i++) {
       const job = await (await fetch(`${product.url}/v1/jobs/${id}`)).json();
@@ -138,15 +159,15 @@ Deno.test("real: kill -9 of a worker mid-conversion; the task is redelivered and
     assert(processesMatching("ffmpeg", `${product.dir}/work-1`).length > 0, "ffmpeg was running at the kill");
     worker.process.kill("SIGKILL");
     await worker.process.status;
-    assertEquals(
+    assert.deepEqual(
       await waitForNoProcess(["ffmpeg", `${product.dir}/work-1`]),
       [],
       "no ffmpeg outlives the worker",
     );
     await product.startWorker(2);
     const done = await waitForJob(product.url, id, 120_000);
-    assertEquals(done.status, "done");
-    assertEquals(await product.storage.list("outputs/"), [`outputs/${id}.mp3`]);
+    assert.deepEqual(done.status, "done");
+    assert.deepEqual(await product.storage.list("outputs/"), [`outputs/${id}.mp3`]);
     const download = await fetch(`${product.url}/v1/jobs/${id}/download`);
     await assertMp3(download, `${media}/long.mp3`, source);
   } catch (error) {

@@ -1,4 +1,4 @@
-import { assertEquals } from "../shared/testing/assert.ts";
+import assert from "node:assert/strict";
 import type { MetadataClient, PublicJob } from "@vmp3/metadata";
 import { createGatewayApp } from "./app.ts";
 
@@ -28,8 +28,8 @@ Deno.test("GET /v1/jobs/:id/download answers 409 not_ready before the job is don
       metadata: metadataWith(job(status)),
     });
     const res = await app.request(`/v1/jobs/${id}/download`);
-    assertEquals(res.status, 409);
-    assertEquals((await res.json()).error.code, "not_ready");
+    assert.deepEqual(res.status, 409);
+    assert.deepEqual((await res.json()).error.code, "not_ready");
   }
 });
 
@@ -46,9 +46,12 @@ Deno.test("GET /v1/jobs/:id/download passes the store's redirect through with th
     metadata: metadataWith(job("done")),
   });
   const res = await app.request(`/v1/jobs/${id}/download`);
-  assertEquals([res.status, res.headers.get("location")], [302, "https://s3.example/x?X-Amz-Signature=1"]);
-  assertEquals(new URL(asked).searchParams.get("filename"), "clip.mp4");
-  assertEquals(new URL(asked).searchParams.get("mode"), "redirect");
+  assert.deepEqual([res.status, res.headers.get("location")], [
+    302,
+    "https://s3.example/x?X-Amz-Signature=1",
+  ]);
+  assert.deepEqual(new URL(asked).searchParams.get("filename"), "clip.mp4");
+  assert.deepEqual(new URL(asked).searchParams.get("mode"), "redirect");
 });
 
 Deno.test("The Gateway answers 503 with the error JSON when a service behind it cannot be reached", async () => {
@@ -61,9 +64,9 @@ Deno.test("The Gateway answers 503 with the error JSON when a service behind it 
     body: "x",
     headers: { "content-type": "video/mp4" },
   });
-  assertEquals(res.status, 503);
-  assertEquals((await res.json()).error.code, "service_unavailable");
-  assertEquals((await app.request(`/v1/jobs/${id}`)).status, 404);
+  assert.deepEqual(res.status, 503);
+  assert.deepEqual((await res.json()).error.code, "service_unavailable");
+  assert.deepEqual((await app.request(`/v1/jobs/${id}`)).status, 404);
 });
 
 Deno.test("POST /v1/convert answers a failed job's error with its status and the job id", async () => {
@@ -77,7 +80,7 @@ Deno.test("POST /v1/convert answers a failed job's error with its status and the
     body: "x",
     headers: { "content-type": "video/mp4" },
   });
-  assertEquals(res.status, 422);
-  assertEquals(res.headers.get("x-job-id"), id);
-  assertEquals(await res.json(), { error: { code: "no_audio_stream", message: "no audio" } });
+  assert.deepEqual(res.status, 422);
+  assert.deepEqual(res.headers.get("x-job-id"), id);
+  assert.deepEqual(await res.json(), { error: { code: "no_audio_stream", message: "no audio" } });
 });

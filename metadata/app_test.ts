@@ -1,4 +1,4 @@
-import { assertEquals } from "../shared/testing/assert.ts";
+import assert from "node:assert/strict";
 import { createKvJobStore } from "@vmp3/adapters/kv-jobs";
 import type { JobEvent } from "@vmp3/shared";
 import { createMetadataApp } from "./app.ts";
@@ -21,24 +21,24 @@ async function setup() {
 Deno.test("POST /jobs records a queued job once; a repeat answers the same job with 200", async () => {
   const { kv, app, post } = await setup();
   const first = await post("/jobs", { id, input: { filename: "clip.mp4", size: 5 } });
-  assertEquals(first.status, 201);
+  assert.deepEqual(first.status, 201);
   const job = await first.json();
-  assertEquals([job.status, job.progress, job.input], ["queued", 0, { filename: "clip.mp4", size: 5 }]);
+  assert.deepEqual([job.status, job.progress, job.input], ["queued", 0, { filename: "clip.mp4", size: 5 }]);
   const again = await post("/jobs", { id, input: { filename: "other.mp4", size: 9 } });
-  assertEquals(again.status, 200);
-  assertEquals((await again.json()).input.filename, "clip.mp4");
-  assertEquals((await app.request(`/jobs/${id}`)).status, 200);
+  assert.deepEqual(again.status, 200);
+  assert.deepEqual((await again.json()).input.filename, "clip.mp4");
+  assert.deepEqual((await app.request(`/jobs/${id}`)).status, 200);
   kv.close();
 });
 
 Deno.test("Metadata answers unknown jobs and bad bodies with the error JSON", async () => {
   const { kv, app, post } = await setup();
   const missing = await app.request(`/jobs/${crypto.randomUUID()}`);
-  assertEquals(missing.status, 404);
-  assertEquals((await missing.json()).error.code, "not_found");
+  assert.deepEqual(missing.status, 404);
+  assert.deepEqual((await missing.json()).error.code, "not_found");
   const bad = await post("/jobs", { id: "not-a-uuid" });
-  assertEquals(bad.status, 400);
-  assertEquals((await bad.json()).error.code, "invalid_request");
+  assert.deepEqual(bad.status, 400);
+  assert.deepEqual((await bad.json()).error.code, "invalid_request");
   kv.close();
 });
 
@@ -61,8 +61,8 @@ Deno.test("Events move a job forward only: a late progress or start never undoes
   ];
   let last;
   for (const event of events) last = await (await post(`/jobs/${id}/events`, event)).json();
-  assertEquals([last.status, last.progress, last.updatedAt, last.error], ["done", 1, at(3), undefined]);
-  assertEquals(last.output, { size: 10, duration: 3, bitrate: 192000 }, "the storage key is not shown");
+  assert.deepEqual([last.status, last.progress, last.updatedAt, last.error], ["done", 1, at(3), undefined]);
+  assert.deepEqual(last.output, { size: 10, duration: 3, bitrate: 192000 }, "the storage key is not shown");
   kv.close();
 });
 
@@ -70,7 +70,7 @@ Deno.test("GET /jobs/:id/events streams each change and closes after the final s
   const { kv, app, post } = await setup();
   await post("/jobs", { id, input: { filename: "clip.mp4", size: 5 } });
   const response = await app.request(`/jobs/${id}/events`);
-  assertEquals(response.headers.get("content-type"), "text/event-stream");
+  assert.deepEqual(response.headers.get("content-type"), "text/event-stream");
   const reading = response.text();
   await new Promise((r) => setTimeout(r, 30));
   await post(`/jobs/${id}/events`, { type: "job.started", version: 1, jobId: id, at: at(1), duration: 3 });
@@ -84,6 +84,6 @@ Deno.test("GET /jobs/:id/events streams each change and closes after the final s
   });
   const text = await reading; // resolves only because the stream closes after "failed"
   const statuses = [...text.matchAll(/^data: (.*)$/gm)].map((m) => JSON.parse(m[1]).status);
-  assertEquals(statuses, ["queued", "converting", "failed"]);
+  assert.deepEqual(statuses, ["queued", "converting", "failed"]);
   kv.close();
 });

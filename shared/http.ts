@@ -43,7 +43,7 @@ export function mp3Filename(filename: string): string {
 
 /** A Content-Disposition: attachment with an ASCII fallback and a UTF-8 `filename*` (RFC 6266). */
 export function contentDisposition(filename: string): string {
-  const ascii = filename.replace(/[^\x20-\x7e]|["\\%]/g, "_");
+  const ascii = filename.replace(/[^\x20-\x7e]|["\\%]/g, "_").trim() || "download";
   const encoded = encodeURIComponent(filename).replace(
     /['()*]/g,
     (ch) => `%${ch.charCodeAt(0).toString(16).toUpperCase()}`,

@@ -1,4 +1,4 @@
-import { assertEquals } from "../shared/testing/assert.ts";
+import assert from "node:assert/strict";
 import { ConversionRequested, TASK_QUEUE } from "@vmp3/shared";
 import { createFsBlobStore } from "@vmp3/adapters/fs";
 import { createKvQueue } from "@vmp3/adapters/kv-queue";
@@ -64,14 +64,14 @@ Deno.test("POST /uploads stores a multipart file under a server-made key and pub
     method: "POST",
     body: form(new Uint8Array(300), "../../etc/my clip.mp4", { bitrate: "128" }),
   });
-  assertEquals(res.status, 202);
+  assert.deepEqual(res.status, 202);
   const job = await res.json();
-  assertEquals([job.status, job.input], ["queued", { filename: "my clip.mp4", size: 300 }]);
+  assert.deepEqual([job.status, job.input], ["queued", { filename: "my clip.mp4", size: 300 }]);
   await t.drain();
-  assertEquals(t.published.length, 1);
-  assertEquals(t.published[0].jobId, job.id);
-  assertEquals(t.published[0].options, { bitrate: 128 });
-  assertEquals(await t.blobs.list(""), [`inputs/${job.id}`]);
+  assert.deepEqual(t.published.length, 1);
+  assert.deepEqual(t.published[0].jobId, job.id);
+  assert.deepEqual(t.published[0].options, { bitrate: 128 });
+  assert.deepEqual(await t.blobs.list(""), [`inputs/${job.id}`]);
   await t.close();
 });
 
@@ -82,10 +82,10 @@ Deno.test("POST /uploads takes a raw video body named by ?filename", async () =>
     headers: { "content-type": "video/quicktime" },
     body: chunked(250),
   });
-  assertEquals(res.status, 202);
+  assert.deepEqual(res.status, 202);
   const job = await res.json();
-  assertEquals(job.input, { filename: "été.mov", size: 250 });
-  assertEquals((await t.blobs.head(`inputs/${job.id}`))?.size, 250);
+  assert.deepEqual(job.input, { filename: "été.mov", size: 250 });
+  assert.deepEqual((await t.blobs.head(`inputs/${job.id}`))?.size, 250);
   await t.close();
 });
 
@@ -96,13 +96,13 @@ Deno.test("An upload over the limit answers 413 and leaves nothing in storage an
     headers: { "content-type": "application/octet-stream" },
     body: chunked(5000),
   });
-  assertEquals(streamed.status, 413);
-  assertEquals((await streamed.json()).error.code, "payload_too_large");
+  assert.deepEqual(streamed.status, 413);
+  assert.deepEqual((await streamed.json()).error.code, "payload_too_large");
   const declared = await t.app.request("/uploads", { method: "POST", body: form(new Uint8Array(2000)) });
-  assertEquals(declared.status, 413);
+  assert.deepEqual(declared.status, 413);
   await t.drain();
-  assertEquals(await t.blobs.list(""), []);
-  assertEquals(t.published.length, 0);
+  assert.deepEqual(await t.blobs.list(""), []);
+  assert.deepEqual(t.published.length, 0);
   await t.close();
 });
 
@@ -134,27 +134,27 @@ Deno.test("Bad requests answer 4xx with a code, store nothing, and publish nothi
   for (const [init, status, code] of cases) {
     const res = await t.app.request(init.path ?? "/uploads", { method: "POST", ...init });
     const body = await res.json();
-    assertEquals([res.status, body.error.code], [status, code], JSON.stringify(body));
-    assertEquals(typeof body.error.message, "string");
+    assert.deepEqual([res.status, body.error.code], [status, code], JSON.stringify(body));
+    assert.deepEqual(typeof body.error.message, "string");
   }
   await t.drain();
-  assertEquals(await t.blobs.list(""), []);
-  assertEquals(t.published.length, 0);
+  assert.deepEqual(await t.blobs.list(""), []);
+  assert.deepEqual(t.published.length, 0);
   await t.close();
 });
 
 Deno.test("GET /files/:id/output streams the MP3 with a UTF-8 Content-Disposition, 404 before it exists", async () => {
   const t = await setup();
   const id = crypto.randomUUID();
-  assertEquals((await t.app.request(`/files/${id}/output`)).status, 404);
+  assert.deepEqual((await t.app.request(`/files/${id}/output`)).status, 404);
   await t.blobs.put(`outputs/${id}.mp3`, ReadableStream.from([new Uint8Array([1, 2, 3])]));
   const res = await t.app.request(`/files/${id}/output?filename=${encodeURIComponent('été "live".mp4')}`);
-  assertEquals(res.status, 200);
-  assertEquals(res.headers.get("content-type"), "audio/mpeg");
-  assertEquals(
+  assert.deepEqual(res.status, 200);
+  assert.deepEqual(res.headers.get("content-type"), "audio/mpeg");
+  assert.deepEqual(
     res.headers.get("content-disposition"),
     `attachment; filename="_t_ _live_.mp3"; filename*=UTF-8''%C3%A9t%C3%A9%20%22live%22.mp3`,
   );
-  assertEquals([...new Uint8Array(await res.arrayBuffer())], [1, 2, 3]);
+  assert.deepEqual([...new Uint8Array(await res.arrayBuffer())], [1, 2, 3]);
   await t.close();
 });

@@ -1,0 +1,56 @@
+import assert from "node:assert/strict";
+import { applyEvent, createJob, isFinal, type Job, publicJob } from "./job.ts";
+import type { JobEvent } from "./messages.ts";
+
+const id = "9b2e4f70-1c3d-4e5f-8a9b-0c1d2e3f4a5b";
+const at = (s: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, s)).toISOString();
+const fresh = (): Job => createJob({ id, input: { filename: "a.mp4", size: 1 } }, new Date(at(0)));
+const started: JobEvent = { type: "job.started", version: 1, jobId: id, at: at(1), duration: 4 };
+const progress = (p: number, s = 2): JobEvent => ({
+  type: "job.progress",
+  version: 1,
+  jobId: id,
+  at: at(s),
+  progress: p,
+});
+const done: JobEvent = {
+  type: "job.done",
+  version: 1,
+  jobId: id,
+  at: at(5),
+  output: { key: "o", size: 9, duration: 4, bitrate: 1 },
+};
+const failed: JobEvent = {
+  type: "job.failed",
+  version: 1,
+  jobId: id,
+  at: at(6),
+  error: { code: "corrupt_input", message: "x" },
+};
+
+Deno.test("applyEvent moves queued -> converting -> done and records duration and output", () => {
+  let job = applyEvent(fresh(), started);
+  assert.deepEqual([job.status, job.input.duration, job.updatedAt], ["converting", 4, at(1)]);
+  job = applyEvent(job, progress(0.4));
+  assert.deepEqual(job.progress, 0.4);
+  job = applyEvent(job, done);
+  assert.deepEqual([job.status, job.progress, job.output?.size, isFinal(job.status)], ["done", 1, 9, true]);
+});
+
+Deno.test("applyEvent never moves a job back: lower progress, a repeated start, anything after a final state", () => {
+  const converting = applyEvent(applyEvent(fresh(), started), progress(0.6));
+  assert.deepEqual(applyEvent(converting, progress(0.3, 3)), converting);
+  assert.deepEqual(applyEvent(converting, started), converting);
+  const finished = applyEvent(converting, done);
+  for (const late of [progress(0.9, 7), started, failed]) {
+    assert.deepEqual(applyEvent(finished, late), finished);
+  }
+  const fail = applyEvent(converting, failed);
+  assert.deepEqual(applyEvent(fail, done), fail);
+});
+
+Deno.test("applyEvent ignores an event for another job, and publicJob hides the storage key", () => {
+  const job = fresh();
+  assert.deepEqual(applyEvent(job, { ...started, jobId: crypto.randomUUID() }), job);
+  assert.deepEqual(publicJob(applyEvent(job, done)).output, { size: 9, duration: 4, bitrate: 1 });
+});
