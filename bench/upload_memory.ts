@@ -17,22 +17,7 @@ function memoryOf(pid: number): { rss: number; hwm: number } {
   return { rss: kb("VmRSS") / 1024, hwm: kb("VmHWM") / 1024 };
 }
 
-function body(): ReadableStream<Uint8Array> {
-  const chunk = 256 * 1024;
-  let sent = 0;
-  return new ReadableStream({
-    pull(controller) {
-      if (sent >= total) return controller.close();
-      const n = Math.min(chunk, total - sent);
-      const bytes = new Uint8Array(n);
-      bytes[0] = sent & 0xff;
-      sent += n;
-      controller.enqueue(bytes);
-    },
-  }, { highWaterMark: 2 });
-}
-
-const product = await startProduct(0, { MAX_UPLOAD_BYTES: String(total + 1) });
+const product = await startProduct(0, { MAX_UPLOAD_BYTES: String(total + 1024 * 1024) });
 try {
   const watched = product.services.filter((s) => s.name === "gateway" || s.name === "upload");
   const peaks = new Map(watched.map((s) => [s.name, { start: memoryOf(s.process.pid).rss, peak: 0 }]));
@@ -43,14 +28,19 @@ try {
     }
   }, 50);
   const started = performance.now();
-  const response = await fetch(`${product.url}/v1/jobs?filename=big.bin`, {
-    method: "POST",
-    headers: { "content-type": "application/octet-stream" },
-    body: body(),
-  });
+  const target = Deno.env.get("TARGET") === "upload" ? `${product.uploadUrl}/uploads` : `${product.url}/v1/jobs`;
+  // The client is curl, as a user's would be, in its own process: `head -c N /dev/zero | curl -T -`.
+  const curl = new Deno.Command("bash", {
+    args: ["-c", Deno.env.get("FORM_FILE")
+      ? `curl -sS -F file=@${Deno.env.get("FORM_FILE")} '${target}'`
+      : `head -c ${total} /dev/zero | curl -sS -X POST -T - -H 'content-type: application/octet-stream' '${target}?filename=big.bin'`],
+    stdout: "piped",
+  }).spawn();
+  const output = await curl.output();
   const seconds = (performance.now() - started) / 1000;
   clearInterval(sampler);
-  const job = await response.json();
+  const response = { status: output.code === 0 ? 202 : 0, json: () => JSON.parse(new TextDecoder().decode(output.stdout)) };
+  const job = response.json();
   if (response.status !== 202 || job.input?.size !== total) {
     throw new Error(`upload failed: ${JSON.stringify(job)}`);
   }

@@ -98,6 +98,7 @@ export async function startProduct(workers = 1, extraEnv: Record<string, string>
   });
   return {
     url: `http://127.0.0.1:${ports.gateway}`,
+    uploadUrl: common.UPLOAD_URL,
     dir,
     storage,
     services,
