@@ -2,19 +2,35 @@
  * Streams a 1 GiB body through the Gateway and the Upload service into S3 (real mode: RabbitMQ, Redis, s3rver) and
  * reports the peak resident memory of both processes, sampled from /proc every 50 ms and read from VmHWM at the end.
  *
- *   deno task bench:upload-memory            # 1 GiB
- *   SIZE_MB=200 deno task bench:upload-memory
+ *   deno task bench:upload-memory                               # 1 GiB of zeros piped: chunked, raw body
+ *   RAW_FILE=/tmp/big.bin deno task bench:upload-memory         # curl -T file: raw body with Content-Length
+ *   FORM_FILE=/tmp/big.bin deno task bench:upload-memory        # curl -F file=@...: multipart
+ *   TARGET=upload SIZE_MB=200 deno task bench:upload-memory     # straight to the Upload service
  * @module
  */
 import { startProduct } from "../e2e/product.ts";
 
-const sizeMb = Number(Deno.env.get("SIZE_MB") ?? 1024);
-const total = sizeMb * 1024 * 1024;
+const file = Deno.env.get("FORM_FILE") ?? Deno.env.get("RAW_FILE");
+const total = file ? Deno.statSync(file).size : Number(Deno.env.get("SIZE_MB") ?? 1024) * 1024 * 1024;
+const sizeMb = Math.round(total / (1024 * 1024));
 
 function memoryOf(pid: number): { rss: number; hwm: number } {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
   const kb = (key: string) => Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0);
   return { rss: kb("VmRSS") / 1024, hwm: kb("VmHWM") / 1024 };
+}
+
+/**
+ * The client's command: a multipart form of FORM_FILE (curl -F, with Content-Length), a raw body of RAW_FILE
+ * (curl -T file, with Content-Length), or by default a raw body of SIZE_MB zeros from a pipe (chunked).
+ */
+function command(target: string): string {
+  const form = Deno.env.get("FORM_FILE");
+  const raw = Deno.env.get("RAW_FILE");
+  const type = "-H 'content-type: application/octet-stream'";
+  if (form) return `curl -sS -F file=@${form} '${target}'`;
+  if (raw) return `curl -sS -X POST -T ${raw} ${type} '${target}?filename=big.bin'`;
+  return `head -c ${total} /dev/zero | curl -sS -X POST -T - ${type} '${target}?filename=big.bin'`;
 }
 
 const product = await startProduct(0, { MAX_UPLOAD_BYTES: String(total + 1024 * 1024) });
@@ -28,18 +44,21 @@ try {
     }
   }, 50);
   const started = performance.now();
-  const target = Deno.env.get("TARGET") === "upload" ? `${product.uploadUrl}/uploads` : `${product.url}/v1/jobs`;
+  const target = Deno.env.get("TARGET") === "upload"
+    ? `${product.uploadUrl}/uploads`
+    : `${product.url}/v1/jobs`;
   // The client is curl, as a user's would be, in its own process: `head -c N /dev/zero | curl -T -`.
   const curl = new Deno.Command("bash", {
-    args: ["-c", Deno.env.get("FORM_FILE")
-      ? `curl -sS -F file=@${Deno.env.get("FORM_FILE")} '${target}'`
-      : `head -c ${total} /dev/zero | curl -sS -X POST -T - -H 'content-type: application/octet-stream' '${target}?filename=big.bin'`],
+    args: ["-c", command(target)],
     stdout: "piped",
   }).spawn();
   const output = await curl.output();
   const seconds = (performance.now() - started) / 1000;
   clearInterval(sampler);
-  const response = { status: output.code === 0 ? 202 : 0, json: () => JSON.parse(new TextDecoder().decode(output.stdout)) };
+  const response = {
+    status: output.code === 0 ? 202 : 0,
+    json: () => JSON.parse(new TextDecoder().decode(output.stdout)),
+  };
   const job = response.json();
   if (response.status !== 202 || job.input?.size !== total) {
     throw new Error(`upload failed: ${JSON.stringify(job)}`);

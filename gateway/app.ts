@@ -17,6 +17,23 @@ export interface GatewayAppDeps {
   convertTimeoutMs?: number;
 }
 
+const gc = (globalThis as { gc?: (options: { type: "minor" }) => void }).gc;
+
+/** Passes bytes through, with a minor GC every 2 MiB where V8's `gc` is exposed (a no-op on Deno Deploy). */
+function collectingGarbage(): TransformStream<Uint8Array, Uint8Array> {
+  let since = 0;
+  return new TransformStream({
+    transform(chunk, controller) {
+      controller.enqueue(chunk);
+      since += chunk.byteLength;
+      if (since >= 2 * 1024 * 1024) {
+        gc?.({ type: "minor" });
+        since = 0;
+      }
+    },
+  });
+}
+
 const FORWARDED_HEADERS = ["content-type", "content-length", "content-disposition"];
 
 /** Creates the Gateway HTTP app. */
@@ -45,7 +62,7 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono {
     return callUpload(`/uploads${search}`, {
       method: "POST",
       headers,
-      body: request.body,
+      body: request.body?.pipeThrough(collectingGarbage()),
       signal: request.signal,
       // @ts-ignore: `duplex` is required to stream a request body, and not yet in every RequestInit type
       duplex: "half",

@@ -42,6 +42,7 @@ export function serviceArgs(service: ServiceName, env: Record<string, string | u
       return [
         `--allow-net=${c.HOST}:${c.PORT},${hostOf(c.UPLOAD_URL)},${hostOf(c.METADATA_URL)}`,
         `--allow-env=${names(GatewayEnv).join(",")}`,
+        GC_FLAG,
         entry,
       ];
     }
