@@ -42,6 +42,8 @@ export interface ProbeResult {
   audioStreams: number;
   /** Codec of the first audio stream, e.g. "aac". */
   audioCodec: string;
+  /** Bitrate of the first audio stream in bit/s, where the container states it. */
+  audioBitrate?: number;
 }
 
 /** Options of {@linkcode probeInput}. */
@@ -114,7 +116,7 @@ export async function probeInput(path: string, options: ProbeOptions): Promise<P
     "-print_format",
     "json",
     "-show_entries",
-    "format=format_name,duration,nb_streams:stream=index,codec_type,codec_name,duration",
+    "format=format_name,duration,nb_streams:stream=index,codec_type,codec_name,duration,bit_rate",
     `file:${abs}`,
   ]);
   const stderr = run.stderr.replaceAll(abs, name);
@@ -177,12 +179,26 @@ export async function probeInput(path: string, options: ProbeOptions): Promise<P
     );
   }
 
-  return { format, duration, streams, audioStreams: audio.length, audioCodec };
+  const audioBitrate = Number(audio[0].bit_rate);
+  return {
+    format,
+    duration,
+    streams,
+    audioStreams: audio.length,
+    audioCodec,
+    ...(Number.isFinite(audioBitrate) && audioBitrate > 0 ? { audioBitrate } : {}),
+  };
 }
 
 interface FfprobeJson {
   format?: { format_name?: string; duration?: string; nb_streams?: number };
-  streams?: { index?: number; codec_type?: string; codec_name?: string; duration?: string }[];
+  streams?: {
+    index?: number;
+    codec_type?: string;
+    codec_name?: string;
+    duration?: string;
+    bit_rate?: string;
+  }[];
 }
 
 function durationOf(json: FfprobeJson): number | undefined {

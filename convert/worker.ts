@@ -112,7 +112,8 @@ export function createTaskHandler(deps: WorkerDeps): (task: ConversionRequested)
           key: task.outputKey,
           size,
           duration: result.duration,
-          bitrate: result.duration > 0 ? Math.round((stat.size * 8) / result.duration) : 0,
+          bitrate: result.audioBitrate ??
+            (result.duration > 0 ? Math.round((stat.size * 8) / result.duration) : 0),
         },
       });
       return "ack";
