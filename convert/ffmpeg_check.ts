@@ -97,6 +97,15 @@ export function spawnTool(
 }
 
 function launchError(error: unknown, command: string, tool: string): Error {
+  if (error instanceof Deno.errors.NotCapable && tool !== "setpriv") {
+    // Deno cannot grant --allow-run for a binary it cannot find on the PATH, so a missing ffmpeg looks like this.
+    return new Error(
+      `Cannot run ${tool} at "${command}": it is not installed (or not on the PATH), or this process is not ` +
+        `allowed to run it. Install it (Debian/Ubuntu: apt-get install ffmpeg; macOS: brew install ffmpeg) or set ` +
+        `FFMPEG_PATH/FFPROBE_PATH, and allow it with --allow-run.`,
+      { cause: error },
+    );
+  }
   if (!(error instanceof Deno.errors.NotFound)) {
     return new Error(`Cannot run ${tool} at "${command}": ${error}`, { cause: error });
   }

@@ -81,3 +81,23 @@ Deno.test("spawnTool gives the tool an empty environment except PATH, no stdin a
     Deno.env.delete("VMP3_SECRET_FOR_TEST");
   }
 });
+
+Deno.test("checkFfmpeg under --allow-run=ffmpeg,ffprobe with no ffmpeg on the PATH says how to install it", async () => {
+  const empty = await Deno.makeTempDir();
+  const script = `${empty}/check.ts`;
+  await Deno.writeTextFile(
+    script,
+    `import { checkFfmpeg } from "${new URL("./ffmpeg_check.ts", import.meta.url).href}";
+    await checkFfmpeg({ setprivPath: null }).catch((e) => { console.error(e.message); Deno.exit(3); });`,
+  );
+  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-run=ffmpeg,ffprobe", "--allow-env=PATH", `--allow-read=${empty}`, script],
+    env: { PATH: empty },
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  await Deno.remove(empty, { recursive: true });
+  const message = new TextDecoder().decode(stderr);
+  assert.equal(code, 3, message);
+  assert.match(message, /ffmpeg.*(not found|not installed).*apt-get install ffmpeg/s);
+});

@@ -1,0 +1,108 @@
+import assert from "node:assert/strict";
+import { type BlobStore, type ConversionRequested, EVENT_QUEUE, JobEvent, jobKeys } from "@vmp3/shared";
+import { createFsBlobStore } from "@vmp3/adapters/fs";
+import { createKvQueue } from "@vmp3/adapters/kv-queue";
+import { makeMedia } from "./testing/media.ts";
+import { createTaskHandler } from "./worker.ts";
+
+const limits = {
+  ffmpegPath: "ffmpeg",
+  ffprobePath: "ffprobe",
+  maxDuration: 3600,
+  maxStreams: 16,
+  timeoutMs: 60_000,
+};
+
+async function setup(wrap: (blobs: BlobStore) => BlobStore = (b) => b) {
+  const root = await Deno.makeTempDir();
+  const kv = await Deno.openKv(":memory:");
+  const blobs = createFsBlobStore(`${root}/store`);
+  const events = createKvQueue(kv, EVENT_QUEUE, JobEvent);
+  const handle = createTaskHandler({
+    blobs: wrap(blobs),
+    events,
+    workDir: `${root}/work`,
+    limits,
+    progressEveryMs: 0,
+  });
+  const task = (jobId = crypto.randomUUID()): ConversionRequested => ({
+    type: "conversion.requested",
+    version: 1,
+    jobId,
+    ...jobKeys(jobId),
+    filename: "clip.mp4",
+    options: { bitrate: 128 },
+    requestedAt: new Date().toISOString(),
+  });
+  const published = async () => {
+    const out: JobEvent[] = [];
+    for await (const entry of kv.list<{ body: JobEvent }>({ prefix: ["queue", EVENT_QUEUE] })) {
+      out.push(entry.value.body);
+    }
+    return out;
+  };
+  return {
+    root,
+    blobs,
+    handle,
+    task,
+    published,
+    async close() {
+      kv.close();
+      await Deno.remove(root, { recursive: true });
+    },
+  };
+}
+
+async function store(blobs: BlobStore, key: string, path: string) {
+  await blobs.put(key, (await Deno.open(path)).readable);
+}
+
+Deno.test("worker converts a task, stores the MP3 under its key, reports started/progress/done, and acks", async () => {
+  const t = await setup();
+  const task = t.task();
+  await store(t.blobs, task.inputKey, await makeMedia(t.root, "mp4", { seconds: 4 }));
+  assert.equal(await t.handle(task), "ack");
+  const types = (await t.published()).map((e) => e.type);
+  assert.equal(types[0], "job.started");
+  assert.equal(types.at(-1), "job.done");
+  assert.ok(types.includes("job.progress"), `no progress among ${types}`);
+  const done = (await t.published()).at(-1) as Extract<JobEvent, { type: "job.done" }>;
+  assert.equal(done.output.bitrate, 128_000);
+  assert.equal(done.output.size, (await t.blobs.head(task.outputKey))?.size);
+  assert.deepEqual([...Deno.readDirSync(`${t.root}/work`)], [], "the work folder is cleaned up");
+  await t.close();
+});
+
+Deno.test("worker fails a task whose input has no audio, acks it (no retry), and stores nothing", async () => {
+  const t = await setup();
+  const task = t.task();
+  await store(t.blobs, task.inputKey, await makeMedia(t.root, "mp4-no-audio"));
+  assert.equal(await t.handle(task), "ack");
+  const events = await t.published();
+  assert.equal(events.length, 1);
+  assert.equal(events[0].type === "job.failed" && events[0].error.code, "no_audio_stream");
+  assert.equal(await t.blobs.head(task.outputKey), null);
+  await t.close();
+});
+
+Deno.test("worker answers retry when storage fails, and reports no final state", async () => {
+  const t = await setup((blobs) => ({
+    ...blobs,
+    put: () => Promise.reject(new Error("S3 is down")),
+  }));
+  const task = t.task();
+  await store(t.blobs, task.inputKey, await makeMedia(t.root, "mp4"));
+  assert.equal(await t.handle(task), "retry");
+  const final = (await t.published()).filter((e) => e.type === "job.done" || e.type === "job.failed");
+  assert.deepEqual(final, []);
+  await t.close();
+});
+
+Deno.test("worker fails a task whose input is gone from storage", async () => {
+  const t = await setup();
+  assert.equal(await t.handle(t.task()), "ack");
+  const [event] = await t.published();
+  assert.equal(event.type, "job.failed");
+  await t.close();
+});
