@@ -178,3 +178,31 @@ Deno.test("real: kill -9 of a worker mid-conversion; the task is redelivered and
     await Deno.remove(media, { recursive: true });
   }
 });
+
+Deno.test("real: an upload over the limit is 413 mid-stream, and S3 keeps no object of it", async () => {
+  const limit = 12 * 1024 * 1024;
+  const product = await startProduct(0, { MAX_UPLOAD_BYTES: String(limit) });
+  try {
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (sent >= 20 * 1024 * 1024) return controller.close();
+        sent += 256 * 1024;
+        controller.enqueue(new Uint8Array(256 * 1024));
+      },
+    });
+    // No Content-Length: the limit is found while streaming, after a first 8 MiB part was already sent to S3.
+    const response = await fetch(`${product.url}/v1/jobs?filename=big.mp4`, {
+      method: "POST",
+      headers: { "content-type": "video/mp4" },
+      body,
+    });
+    await assertError(response, 413, "payload_too_large");
+    assert.deepEqual(await product.storage.list(""), []);
+  } catch (error) {
+    console.error(await product.logs());
+    throw error;
+  } finally {
+    await product.stop();
+  }
+});
