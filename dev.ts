@@ -18,7 +18,7 @@ import { createKvQueue } from "@vmp3/adapters/kv-queue";
 import { createKvJobStore } from "@vmp3/adapters/kv-jobs";
 import { createMetadataApp, createMetadataClient, startEventConsumer } from "@vmp3/metadata";
 import { createUploadApp } from "@vmp3/upload";
-import { checkFfmpeg, startWorker } from "@vmp3/convert";
+import { checkFfmpeg, limitsFromEnv, startWorker } from "@vmp3/convert";
 import { createGatewayApp } from "@vmp3/gateway";
 
 /** A running embedded vmp3. */
@@ -50,13 +50,7 @@ export async function runEmbedded(config: EmbeddedEnv): Promise<Running> {
     events,
     workDir: `${config.DATA_DIR}/work`,
     concurrency: config.CONVERT_CONCURRENCY,
-    limits: {
-      ffmpegPath: config.FFMPEG_PATH,
-      ffprobePath: config.FFPROBE_PATH,
-      maxDuration: config.MAX_DURATION_SECONDS,
-      maxStreams: config.MAX_STREAMS,
-      timeoutMs: config.FFMPEG_TIMEOUT_SECONDS * 1000,
-    },
+    limits: limitsFromEnv(config),
   });
   const server = Deno.serve(
     { hostname: config.HOST, port: config.PORT, onListen: () => {} },

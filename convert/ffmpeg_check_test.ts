@@ -1,14 +1,6 @@
 import assert from "node:assert/strict";
 import { checkFfmpeg, spawnTool } from "./ffmpeg_check.ts";
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "vmp3-check-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+import { withDir } from "./testing/helpers.ts";
 
 /** A fake ffmpeg: a shell script that prints `encoders` for -encoders and `help` for -h. */
 async function fakeFfmpeg(dir: string, encoders: string, help: string): Promise<string> {

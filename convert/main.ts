@@ -10,7 +10,7 @@ import { createRabbitBroker } from "@vmp3/adapters/rabbitmq";
 import { createS3BlobStore, s3SettingsFromEnv } from "@vmp3/adapters/s3";
 import { serveUntilSignal } from "@vmp3/adapters/serve";
 import { checkFfmpeg } from "./ffmpeg_check.ts";
-import { startWorker } from "./worker.ts";
+import { limitsFromEnv, startWorker } from "./worker.ts";
 
 /** Starts a Convert worker with `config`; resolves once it takes tasks. */
 export async function run(config: ConvertEnv) {
@@ -23,13 +23,7 @@ export async function run(config: ConvertEnv) {
     events: broker.queue(EVENT_QUEUE, JobEvent),
     workDir: config.WORK_DIR,
     concurrency: config.CONVERT_CONCURRENCY,
-    limits: {
-      ffmpegPath: config.FFMPEG_PATH,
-      ffprobePath: config.FFPROBE_PATH,
-      maxDuration: config.MAX_DURATION_SECONDS,
-      maxStreams: config.MAX_STREAMS,
-      timeoutMs: config.FFMPEG_TIMEOUT_SECONDS * 1000,
-    },
+    limits: limitsFromEnv(config),
   });
   const health = new Hono().get("/healthz", (c) => c.json({ ok: true }));
   return serveUntilSignal(health, config, async () => {

@@ -2,5 +2,11 @@
  * @module
  * The Convert worker: hardened FFprobe/FFmpeg runs on conversion tasks, with progress reported as events.
  */
-export { type ConvertLimits, createTaskHandler, startWorker, type WorkerDeps } from "./worker.ts";
+export {
+  type ConvertLimits,
+  createTaskHandler,
+  limitsFromEnv,
+  startWorker,
+  type WorkerDeps,
+} from "./worker.ts";
 export { checkFfmpeg } from "./ffmpeg_check.ts";

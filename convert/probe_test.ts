@@ -1,29 +1,10 @@
 import assert from "node:assert/strict";
-import { AppError, type ErrorCode } from "@vmp3/shared";
+import type { ErrorCode } from "@vmp3/shared";
 import { probeInput } from "./probe.ts";
 import { makeHlsTrap, makeMedia, type MediaKind } from "./testing/media.ts";
+import { rejectsWith, withDir } from "./testing/helpers.ts";
 
 const LIMITS = { maxDuration: 6 * 3600, maxStreams: 16 };
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "vmp3-probe-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-async function rejectsWith(promise: Promise<unknown>, code: ErrorCode, message?: RegExp): Promise<AppError> {
-  const error = await promise.then(
-    () => assert.fail(`expected AppError ${code}, but it resolved`),
-    (e: unknown) => e,
-  );
-  assert.ok(error instanceof AppError, `expected AppError ${code}, got ${error}`);
-  assert.equal(error.code, code, error.message);
-  if (message) assert.match(error.message, message);
-  return error;
-}
 
 const GOOD: [MediaKind, string, string][] = [
   ["mp4", "mov,mp4,m4a,3gp,3g2,mj2", "aac"],

@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { AppError, type ErrorCode } from "@vmp3/shared";
 import { transcode } from "./transcode.ts";
 import {
   audioDuration,
@@ -10,26 +9,7 @@ import {
   type MediaKind,
   probeJson,
 } from "./testing/media.ts";
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "vmp3-transcode-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-async function rejectsWith(promise: Promise<unknown>, code: ErrorCode, message?: RegExp): Promise<AppError> {
-  const error = await promise.then(
-    () => assert.fail(`expected AppError ${code}, but it resolved`),
-    (e: unknown) => e,
-  );
-  assert.ok(error instanceof AppError, `expected AppError ${code}, got ${error}`);
-  assert.equal(error.code, code, error.message);
-  if (message) assert.match(error.message, message);
-  return error;
-}
+import { rejectsWith, withDir } from "./testing/helpers.ts";
 
 /** Pids of processes whose command line contains `text` (pgrep -f). */
 async function processesWith(text: string): Promise<number[]> {

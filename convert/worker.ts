@@ -7,6 +7,7 @@ import {
   AppError,
   type BlobStore,
   type ConversionRequested,
+  type ConvertLimitsEnv,
   INPUT_ERROR_CODES,
   type JobEvent,
   type Outcome,
@@ -26,6 +27,17 @@ export interface ConvertLimits {
   maxStreams: number;
   /** Wall-clock cap of one FFmpeg run, in ms. */
   timeoutMs: number;
+}
+
+/** The limits that `config` sets. */
+export function limitsFromEnv(config: ConvertLimitsEnv): ConvertLimits {
+  return {
+    ffmpegPath: config.FFMPEG_PATH,
+    ffprobePath: config.FFPROBE_PATH,
+    maxDuration: config.MAX_DURATION_SECONDS,
+    maxStreams: config.MAX_STREAMS,
+    timeoutMs: config.FFMPEG_TIMEOUT_SECONDS * 1000,
+  };
 }
 
 /** What a worker needs. */

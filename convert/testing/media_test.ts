@@ -8,15 +8,7 @@ import {
   probeJson,
   type Trap,
 } from "./media.ts";
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "vmp3-media-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+import { withDir } from "./helpers.ts";
 
 const ascii = (text: string) => new TextEncoder().encode(text);
 
