@@ -1,15 +1,39 @@
 /** Metadata's consumer of job events: the only path by which Convert's reports reach job state. */
 import { applyEvent, type JobEvent, type JobStore, type Queue, type Subscription } from "@vmp3/shared";
 
+/** Settings of the event consumer. */
+export interface EventConsumerOptions {
+  /** How many events are in hand at once. */
+  prefetch?: number;
+  /**
+   * Waits between tries while the store fails. An event is held (not requeued, so it never burns its delivery
+   * limit on a store outage) until one try succeeds; after the last wait it goes back to the queue.
+   */
+  retryDelaysMs?: number[];
+}
+
+const DEFAULT_DELAYS = [100, 250, 500, 1000, 2000, 5000, ...Array(55).fill(5000)]; // about 5 minutes in all
+
 /** Applies each event from `events` to `store`, forward only; an event is acked only once it is stored. */
 export function startEventConsumer(
   events: Queue<JobEvent>,
   store: JobStore,
-  options: { prefetch?: number } = {},
+  options: EventConsumerOptions = {},
 ): Promise<Subscription> {
+  const delays = options.retryDelaysMs ?? DEFAULT_DELAYS;
   return events.consume(async (event) => {
-    const job = await store.update(event.jobId, (job) => applyEvent(job, event));
-    if (!job) console.error(`Dropping ${event.type} for unknown job ${event.jobId}`);
-    return "ack";
+    for (let attempt = 0;; attempt++) {
+      try {
+        const job = await store.update(event.jobId, (job) => applyEvent(job, event));
+        if (!job) console.error(`Dropping ${event.type} for unknown job ${event.jobId}`);
+        return "ack";
+      } catch (error) {
+        if (attempt >= delays.length) return "retry";
+        if (attempt === 0) {
+          console.error(`Storing ${event.type} of job ${event.jobId} failed; retrying:`, error);
+        }
+        await new Promise((resolve) => setTimeout(resolve, delays[attempt]));
+      }
+    }
   }, { prefetch: options.prefetch ?? 16 });
 }

@@ -4,5 +4,5 @@
  * only, and answers reads (and an SSE stream) over HTTP.
  */
 export { createMetadataApp, type MetadataAppDeps } from "./app.ts";
-export { startEventConsumer } from "./event_consumer.ts";
+export { type EventConsumerOptions, startEventConsumer } from "./event_consumer.ts";
 export { createMetadataClient, type MetadataClient, type PublicJob } from "./client.ts";

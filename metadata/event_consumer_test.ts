@@ -1,0 +1,54 @@
+import assert from "node:assert/strict";
+import { createJob, EVENT_QUEUE, JobEvent, type JobStore } from "@vmp3/shared";
+import { createKvJobStore } from "@vmp3/adapters/kv-jobs";
+import { createKvQueue } from "@vmp3/adapters/kv-queue";
+import { startEventConsumer } from "./event_consumer.ts";
+
+const id = "3d6f0a8e-2b1c-4e5d-9f70-112233445566";
+const done: JobEvent = {
+  type: "job.done",
+  version: 1,
+  jobId: id,
+  at: new Date().toISOString(),
+  output: { key: "outputs/x.mp3", size: 10, duration: 1, bitrate: 128000 },
+};
+
+async function until(check: () => Promise<boolean>, ms = 3000) {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    assert.ok(Date.now() < deadline, "timed out");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+Deno.test("the event consumer stores each event and acks it", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const store = createKvJobStore(kv);
+  await store.insert(createJob({ id, input: { filename: "a.mp4", size: 1 } }, new Date()));
+  const events = createKvQueue(kv, EVENT_QUEUE, JobEvent, { pollMs: 10 });
+  const sub = await startEventConsumer(events, store);
+  await events.publish(done);
+  await until(async () => (await store.get(id))?.status === "done");
+  await until(async () => (await Array.fromAsync(kv.list({ prefix: ["queue", EVENT_QUEUE] }))).length === 0);
+  await sub.close();
+  kv.close();
+});
+
+Deno.test("the event consumer holds an event while the store fails, and stores it once the store is back", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const real = createKvJobStore(kv);
+  await real.insert(createJob({ id, input: { filename: "a.mp4", size: 1 } }, new Date()));
+  let failures = 3;
+  const flaky: JobStore = {
+    ...real,
+    update: (jobId, change) =>
+      failures-- > 0 ? Promise.reject(new Error("Redis is down")) : real.update(jobId, change),
+  };
+  const events = createKvQueue(kv, EVENT_QUEUE, JobEvent, { pollMs: 10, deliveryLimit: 1 });
+  const sub = await startEventConsumer(events, flaky, { retryDelaysMs: [5, 5, 5, 5] });
+  await events.publish(done);
+  await until(async () => (await real.get(id))?.status === "done");
+  await sub.close();
+  assert.deepEqual(await events.deadLetters(), [], "the outage did not burn the event's delivery limit");
+  kv.close();
+});
