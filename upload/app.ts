@@ -55,9 +55,18 @@ export function createUploadApp(deps: UploadAppDeps): Hono {
     const { inputKey, outputKey } = jobKeys(id);
 
     const { result: stored, fields } = await receiveUpload(c.req.raw, async (file) => {
-      const { size } = await blobs.put(inputKey, file.stream, { contentType: file.contentType });
-      return { size, filename: file.filename };
-    }, { maxBytes: maxUploadBytes });
+      try {
+        const { size } = await blobs.put(inputKey, file.stream, { contentType: file.contentType });
+        return { size, filename: file.filename };
+      } catch (cause) {
+        if (cause instanceof AppError) throw cause;
+        throw new AppError("service_unavailable", "The upload could not be stored; nothing was accepted", { cause });
+      }
+    }, { maxBytes: maxUploadBytes }).catch(async (error) => {
+      // The file may have been stored before the request failed (say, a bad form field after it).
+      await blobs.delete(inputKey).catch((e) => console.error(`Could not remove input of job ${id}:`, e));
+      throw error;
+    });
 
     let recorded = false;
     try {

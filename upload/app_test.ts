@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ConversionRequested, TASK_QUEUE } from "@vmp3/shared";
+import { type BlobStore, ConversionRequested, TASK_QUEUE } from "@vmp3/shared";
 import { createFsBlobStore } from "@vmp3/adapters/fs";
 import { createKvQueue } from "@vmp3/adapters/kv-queue";
 import { createKvJobStore } from "@vmp3/adapters/kv-jobs";
@@ -9,7 +9,18 @@ import { createUploadApp } from "./app.ts";
 async function setup(maxUploadBytes = 1000) {
   const root = await Deno.makeTempDir();
   const kv = await Deno.openKv(":memory:");
-  const blobs = createFsBlobStore(root);
+  const store = createFsBlobStore(root);
+  /** Puts not yet settled: a put left waiting on a dead request would pin its buffers forever. */
+  const pending = new Set<Promise<unknown>>();
+  const blobs: BlobStore = {
+    ...store,
+    put(key, body, options) {
+      const putting = store.put(key, body, options);
+      pending.add(putting);
+      putting.finally(() => pending.delete(putting)).catch(() => {});
+      return putting;
+    },
+  };
   const tasks = createKvQueue(kv, TASK_QUEUE, ConversionRequested, { pollMs: 10 });
   const metadataApp = createMetadataApp({ store: createKvJobStore(kv) });
   const app = createUploadApp({
@@ -26,6 +37,7 @@ async function setup(maxUploadBytes = 1000) {
   return {
     app,
     blobs,
+    pending,
     published,
     async drain() {
       await new Promise((r) => setTimeout(r, 60));
@@ -156,5 +168,48 @@ Deno.test("GET /files/:id/output streams the MP3 with a UTF-8 Content-Dispositio
     `attachment; filename="_t_ _live_.mp3"; filename*=UTF-8''%C3%A9t%C3%A9%20%22live%22.mp3`,
   );
   assert.deepEqual([...new Uint8Array(await res.arrayBuffer())], [1, 2, 3]);
+  await t.close();
+});
+
+Deno.test("A multipart upload cut off mid-file fails, and the half-stored file is not kept", async () => {
+  const t = await setup(10_000_000);
+  const boundary = "xyz";
+  const head = `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n` +
+    `Content-Type: video/mp4\r\n\r\n`;
+  let sent = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (sent === 0) controller.enqueue(new TextEncoder().encode(head));
+      if (sent >= 200_000) return controller.error(new Error("connection reset"));
+      sent += 50_000;
+      controller.enqueue(new Uint8Array(50_000));
+    },
+  });
+  const res = await Promise.race([
+    t.app.request("/uploads", {
+      method: "POST",
+      headers: { "content-type": `multipart/form-data; boundary=${boundary}` },
+      body,
+    }),
+    new Promise<never>((_, reject) => setTimeout(() => reject(new Error("the upload hung")), 5000)),
+  ]);
+  assert.equal(res.status, 400);
+  assert.equal((await res.json()).error.code, "invalid_request");
+  await t.drain();
+  assert.equal(t.pending.size, 0, "the put of the cut-off file never settled");
+  assert.deepEqual(await t.blobs.list(""), []);
+  assert.equal(t.published.length, 0);
+  await t.close();
+});
+
+Deno.test("A bad form field after the file answers 400 and removes the stored file", async () => {
+  const t = await setup();
+  const data = new FormData();
+  data.append("file", new File([new Uint8Array(100)], "a.mp4"));
+  data.append("bitrate", "1".repeat(5000));
+  const res = await t.app.request("/uploads", { method: "POST", body: data });
+  assert.equal(res.status, 400);
+  assert.equal((await res.json()).error.code, "invalid_request");
+  assert.deepEqual(await t.blobs.list(""), []);
   await t.close();
 });

@@ -130,13 +130,17 @@ function receiveMultipart<R>(
   const source = Readable.fromWeb(body as import("node:stream/web").ReadableStream<Uint8Array>);
   const fields: Record<string, string> = {};
   let handled: Promise<R> | undefined;
+  let file: Readable | undefined;
   let settled = false;
   const fail = (error: unknown) => {
     if (settled) return;
     settled = true;
     source.unpipe(parser);
     source.destroy();
-    reject(error);
+    // End the file's stream too, so that whoever stores it stops (and aborts) rather than waiting forever; the
+    // caller hears of the failure only once that is done.
+    file?.destroy(error instanceof Error ? error : new Error(String(error)));
+    (handled ?? Promise.resolve()).catch(() => {}).finally(() => reject(error));
   };
 
   parser.on("field", (name, value, info) => {
@@ -148,6 +152,7 @@ function receiveMultipart<R>(
       stream.resume();
       return;
     }
+    file = stream;
     const web = Readable.toWeb(stream) as unknown as ReadableStream<Uint8Array>;
     handled = onFile({
       filename: displayFilename(info.filename),
