@@ -49,29 +49,73 @@ export interface WorkerDeps {
   limits: ConvertLimits;
   /** Least time between two progress events of a job, in ms. */
   progressEveryMs?: number;
+  /**
+   * Waits before trying a task again after a passing failure (storage or broker). The task stays in hand
+   * meanwhile, so a short outage does not use up its delivery limit; after the last wait the job fails with
+   * service_unavailable. Keep the total plus FFMPEG_TIMEOUT_SECONDS under the broker's consumer timeout (30 min).
+   */
+  retryDelaysMs?: number[];
   now?: () => Date;
+}
+
+/** About five minutes of tries. */
+const RETRY_DELAYS_MS = [1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 60_000, 60_000, 60_000];
+
+/** Failures that trying again cannot mend: the input's, and FFmpeg's own (a crash or its time cap). */
+function isFinal(error: unknown): error is AppError {
+  return error instanceof AppError &&
+    (INPUT_ERROR_CODES.includes(error.code) || error.code === "conversion_failed");
 }
 
 /** Creates the function that handles one task and says what to do with its message. */
 export function createTaskHandler(deps: WorkerDeps): (task: ConversionRequested) => Promise<Outcome> {
   const { blobs, events, workDir, limits, progressEveryMs = 500, now = () => new Date() } = deps;
+  const retryDelaysMs = deps.retryDelaysMs ?? RETRY_DELAYS_MS;
   const at = () => now().toISOString();
+  const fail = (jobId: string, code: string, message: string) =>
+    events.publish({ type: "job.failed", version: 1, jobId, at: at(), error: { code, message } });
 
   return async (task) => {
+    for (let attempt = 0;; attempt++) {
+      try {
+        await convert(task);
+        return "ack";
+      } catch (error) {
+        try {
+          if (isFinal(error)) {
+            await fail(task.jobId, error.code, error.message);
+            return "ack";
+          }
+          if (attempt >= retryDelaysMs.length) {
+            console.error(`Job ${task.jobId} failed after ${attempt + 1} tries; giving up:`, error);
+            await fail(
+              task.jobId,
+              "service_unavailable",
+              "Storage or the queue stayed unreachable; please try again",
+            );
+            return "ack";
+          }
+        } catch (publishError) {
+          // Not even the failure could be reported: hand the task back to the broker.
+          console.error(`Job ${task.jobId}: could not report its failure; the task goes back:`, publishError);
+          return "retry";
+        }
+        console.error(`Job ${task.jobId} failed (try ${attempt + 1}); trying again:`, error);
+        await new Promise((resolve) => setTimeout(resolve, retryDelaysMs[attempt]));
+      }
+    }
+  };
+
+  /** One try at a task; throws what went wrong. */
+  async function convert(task: ConversionRequested): Promise<void> {
     const { jobId } = task;
     const dir = `${workDir}/${jobId}-${crypto.randomUUID().slice(0, 8)}`;
     await Deno.mkdir(dir, { recursive: true });
     try {
       const object = await blobs.get(task.inputKey);
       if (!object) {
-        await events.publish({
-          type: "job.failed",
-          version: 1,
-          jobId,
-          at: at(),
-          error: { code: "internal", message: "The uploaded video is no longer in storage" },
-        });
-        return "ack";
+        await fail(jobId, "internal", "The uploaded video is no longer in storage");
+        return;
       }
       const inputPath = `${dir}/input`;
       const outputPath = `${dir}/output.mp3`;
@@ -128,24 +172,10 @@ export function createTaskHandler(deps: WorkerDeps): (task: ConversionRequested)
             (result.duration > 0 ? Math.round((stat.size * 8) / result.duration) : 0),
         },
       });
-      return "ack";
-    } catch (error) {
-      if (error instanceof AppError && INPUT_ERROR_CODES.includes(error.code)) {
-        await events.publish({
-          type: "job.failed",
-          version: 1,
-          jobId,
-          at: at(),
-          error: { code: error.code, message: error.message },
-        });
-        return "ack";
-      }
-      console.error(`Job ${jobId} failed; the task will be retried:`, error);
-      return "retry";
     } finally {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
-  };
+  }
 }
 
 /** Consumes `tasks`, running at most `concurrency` conversions at once. */

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { type BlobStore, type ConversionRequested, EVENT_QUEUE, JobEvent, jobKeys } from "@vmp3/shared";
+import {
+  type BlobStore,
+  type ConversionRequested,
+  EVENT_QUEUE,
+  JobEvent,
+  jobKeys,
+  type Queue,
+} from "@vmp3/shared";
 import { createFsBlobStore } from "@vmp3/adapters/fs";
 import { createKvQueue } from "@vmp3/adapters/kv-queue";
 import { makeMedia } from "./testing/media.ts";
@@ -13,17 +20,21 @@ const limits = {
   timeoutMs: 60_000,
 };
 
-async function setup(wrap: (blobs: BlobStore) => BlobStore = (b) => b) {
+async function setup(
+  wrap: (blobs: BlobStore) => BlobStore = (b) => b,
+  extra: { retryDelaysMs?: number[]; events?: Queue<JobEvent> } = {},
+) {
   const root = await Deno.makeTempDir();
   const kv = await Deno.openKv(":memory:");
   const blobs = createFsBlobStore(`${root}/store`);
   const events = createKvQueue(kv, EVENT_QUEUE, JobEvent);
   const handle = createTaskHandler({
     blobs: wrap(blobs),
-    events,
+    events: extra.events ?? events,
     workDir: `${root}/work`,
     limits,
     progressEveryMs: 0,
+    retryDelaysMs: extra.retryDelaysMs,
   });
   const task = (jobId = crypto.randomUUID()): ConversionRequested => ({
     type: "conversion.requested",
@@ -86,16 +97,48 @@ Deno.test("worker fails a task whose input has no audio, acks it (no retry), and
   await t.close();
 });
 
-Deno.test("worker answers retry when storage fails, and reports no final state", async () => {
+Deno.test("worker holds a task through a short storage outage and then converts it", async () => {
+  let failures = 2;
   const t = await setup((blobs) => ({
     ...blobs,
-    put: () => Promise.reject(new Error("S3 is down")),
-  }));
+    put: (key, body, options) =>
+      key.startsWith("outputs/") && failures-- > 0
+        ? body.cancel().then(() => Promise.reject(new Error("S3 is down")))
+        : blobs.put(key, body, options),
+  }), { retryDelaysMs: [5, 5, 5] });
   const task = t.task();
   await store(t.blobs, task.inputKey, await makeMedia(t.root, "mp4"));
-  assert.equal(await t.handle(task), "retry");
-  const final = (await t.published()).filter((e) => e.type === "job.done" || e.type === "job.failed");
-  assert.deepEqual(final, []);
+  assert.equal(await t.handle(task), "ack");
+  assert.equal((await t.published()).at(-1)?.type, "job.done");
+  await t.close();
+});
+
+Deno.test("worker fails the job with service_unavailable when storage stays down, and acks", async () => {
+  const t = await setup((blobs) => ({
+    ...blobs,
+    put: (key, body, options) =>
+      key.startsWith("outputs/")
+        ? body.cancel().then(() => Promise.reject(new Error("S3 is down")))
+        : blobs.put(key, body, options),
+  }), { retryDelaysMs: [5, 5] });
+  const task = t.task();
+  await store(t.blobs, task.inputKey, await makeMedia(t.root, "mp4"));
+  assert.equal(await t.handle(task), "ack");
+  const last = (await t.published()).at(-1);
+  assert.equal(last?.type === "job.failed" && last.error.code, "service_unavailable");
+  assert.equal(await t.blobs.head(task.outputKey), null);
+  await t.close();
+});
+
+Deno.test("worker hands the task back when it cannot even report the failure", async () => {
+  const t = await setup((blobs) => ({ ...blobs, get: () => Promise.reject(new Error("S3 is down")) }), {
+    retryDelaysMs: [],
+    events: {
+      publish: () => Promise.reject(new Error("broker down")),
+      consume: () => Promise.reject(new Error("unused")),
+    },
+  });
+  assert.equal(await t.handle(t.task()), "retry");
   await t.close();
 });
 
