@@ -193,7 +193,12 @@ function composeProblems(config: Compose, dockerfiles: Record<string, string>): 
 
     const envGrant = flags.get("--allow-env");
     const usesS3 = Object.keys(S3Env.shape).every((key) => key in schema.shape);
-    const needed = [...Object.keys(schema.shape), ...(usesS3 ? AWS_ENV : [])];
+    // Convert reads PATH to find ffmpeg and ffprobe (and hands it to them).
+    const needed = [
+      ...Object.keys(schema.shape),
+      ...(usesS3 ? AWS_ENV : []),
+      ...(name === "convert" ? ["PATH"] : []),
+    ];
     if (!flags.has("--allow-env")) say("has no --allow-env, so it cannot read its configuration");
     else if (envGrant !== undefined) {
       for (const key of new Set([...needed, ...Object.keys(env)])) {

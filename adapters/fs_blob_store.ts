@@ -22,15 +22,19 @@ export function createFsBlobStore(root: string): BlobStore {
       await Deno.mkdir(dir, { recursive: true });
       const temp = `${dir}/.${crypto.randomUUID()}.partial`;
       let size = 0;
-      const counter = new TransformStream<Uint8Array, Uint8Array>({
-        transform(chunk, controller) {
-          size += chunk.byteLength;
-          controller.enqueue(chunk);
-        },
-      });
       try {
         const file = await Deno.open(temp, { write: true, createNew: true });
-        await body.pipeThrough(counter).pipeTo(file.writable);
+        try {
+          for await (const chunk of body) {
+            for (let written = 0; written < chunk.byteLength;) {
+              written += await file.write(chunk.subarray(written));
+            }
+            size += chunk.byteLength;
+          }
+          await file.sync(); // whole on disk before it takes the real name
+        } finally {
+          file.close();
+        }
         await Deno.rename(temp, path);
       } catch (error) {
         await Deno.remove(temp).catch(() => {});
@@ -41,8 +45,13 @@ export function createFsBlobStore(root: string): BlobStore {
     async get(key) {
       try {
         const file = await Deno.open(pathOf(key), { read: true });
-        const { size } = await file.stat();
-        return { body: file.readable, size };
+        try {
+          const { size } = await file.stat();
+          return { body: file.readable, size };
+        } catch (error) {
+          file.close();
+          throw error;
+        }
       } catch (error) {
         if (error instanceof Deno.errors.NotFound) return null;
         throw error;

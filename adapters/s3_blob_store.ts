@@ -168,6 +168,7 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
       };
 
       let uploadId: string | undefined;
+      const inFlight = new Set<Promise<void>>();
       try {
         const first = take();
         const firstLength = await fill(first);
@@ -188,7 +189,6 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
         );
         uploadId = created.UploadId;
         const parts: { PartNumber: number; ETag?: string }[] = [];
-        const inFlight = new Set<Promise<void>>();
         let failure: { error: unknown } | undefined;
         const send = (buffer: Uint8Array, length: number, PartNumber: number) => {
           const sending = client.send(
@@ -235,6 +235,7 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
         return { size };
       } catch (error) {
         reader.cancel(error).catch(() => {});
+        await Promise.allSettled(inFlight); // a part still on its way would outlive the abort
         if (uploadId) {
           await client.send(new AbortMultipartUploadCommand({ Bucket, Key: key, UploadId: uploadId }))
             .catch(() => {}); // s3rver cannot abort; real stores drop the parts

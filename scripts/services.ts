@@ -69,7 +69,8 @@ export function serviceArgs(service: ServiceName, env: Record<string, string | u
       const c = parseEnv(ConvertEnv, env);
       return [
         `--allow-net=${c.HOST}:${c.PORT},${hostOf(c.RABBITMQ_URL)},${s3Hosts(c)}`,
-        `--allow-env=${[...names(ConvertEnv), ...AWS_ENV].join(",")}`,
+        // PATH: to find ffmpeg and ffprobe where they are installed (e.g. /opt/homebrew/bin), for the child too.
+        `--allow-env=${[...names(ConvertEnv), ...AWS_ENV, "PATH"].join(",")}`,
         "--allow-sys=osRelease",
         // setpriv gives each ffmpeg a parent-death signal, so a killed worker leaves no ffmpeg running.
         `--allow-run=${c.FFMPEG_PATH},${c.FFPROBE_PATH},setpriv`,

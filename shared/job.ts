@@ -62,12 +62,14 @@ export function applyEvent(job: Job, event: JobEvent): Job {
   const updatedAt = event.at;
   switch (event.type) {
     case "job.started":
-      if (job.status !== "queued") return job;
+      // Events may be applied out of order: a progress that came first has already moved the job on, but the
+      // duration only this event carries is still wanted.
+      if (job.status !== "queued" && job.input.duration !== undefined) return job;
       return {
         ...job,
         status: "converting",
         input: { ...job.input, duration: event.duration },
-        updatedAt,
+        updatedAt: job.status === "queued" ? updatedAt : job.updatedAt,
       };
     case "job.progress":
       if (event.progress <= job.progress) return job;

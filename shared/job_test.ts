@@ -54,3 +54,8 @@ Deno.test("applyEvent ignores an event for another job, and publicJob hides the 
   assert.deepEqual(applyEvent(job, { ...started, jobId: crypto.randomUUID() }), job);
   assert.deepEqual(publicJob(applyEvent(job, done)).output, { size: 9, duration: 4, bitrate: 1 });
 });
+
+Deno.test("a start applied after a progress still records the duration, without moving the job back", () => {
+  const job = applyEvent(applyEvent(fresh(), progress(0.3)), started);
+  assert.deepEqual([job.status, job.progress, job.input.duration], ["converting", 0.3, 4]);
+});

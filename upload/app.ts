@@ -19,6 +19,8 @@ import {
 import type { MetadataClient } from "@vmp3/metadata";
 import { receiveUpload } from "./receive.ts";
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 /** What the Upload app needs. */
 export interface UploadAppDeps {
   blobs: BlobStore;
@@ -60,7 +62,9 @@ export function createUploadApp(deps: UploadAppDeps): Hono {
         return { size, filename: file.filename };
       } catch (cause) {
         if (cause instanceof AppError) throw cause;
-        throw new AppError("service_unavailable", "The upload could not be stored; nothing was accepted", { cause });
+        throw new AppError("service_unavailable", "The upload could not be stored; nothing was accepted", {
+          cause,
+        });
       }
     }, { maxBytes: maxUploadBytes }).catch(async (error) => {
       // The file may have been stored before the request failed (say, a bad form field after it).
@@ -111,9 +115,11 @@ export function createUploadApp(deps: UploadAppDeps): Hono {
   // The finished MP3 of a job: a redirect to a short-lived URL where the store can make one, else the bytes.
   app.get("/files/:id/output", async (c) => {
     const id = c.req.param("id");
+    if (!UUID.test(id)) throw new AppError("not_found", `There is no job ${JSON.stringify(id)}`);
     const { outputKey } = jobKeys(id);
     const filename = mp3Filename(c.req.query("filename") ?? "audio");
     if (c.req.query("mode") !== "stream") {
+      if (!(await blobs.head(outputKey))) throw new AppError("not_found", `Job ${id} has no MP3`);
       const url = await blobs.presignGet(outputKey, { filename, expiresIn: presignSeconds });
       if (url) return c.redirect(url, 302);
     }
