@@ -58,6 +58,13 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono {
       const value = request.headers.get(name);
       if (value !== null) headers.set(name, value);
     }
+    // fetch sends a stream body chunked and drops a Content-Length set on it: pass the declared size on, so that
+    // Upload can refuse an oversize body before reading it.
+    const declared = request.headers.get("content-length");
+    if (declared !== null) {
+      headers.delete("content-length");
+      headers.set("x-content-length", declared);
+    }
     const search = new URL(request.url).search;
     return callUpload(`/uploads${search}`, {
       method: "POST",
@@ -98,11 +105,9 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono {
     while (job.status !== "done" && job.status !== "failed") {
       if (Date.now() > deadline || c.req.raw.signal.aborted) {
         return errorResponse(
-          "service_unavailable",
-          `Job ${job.id} is still converting; follow it at /v1/jobs/${job.id}`,
-          {
-            location: `/v1/jobs/${job.id}`,
-          },
+          "still_converting",
+          `Job ${job.id} was accepted and is still converting; follow it at /v1/jobs/${job.id}`,
+          { location: `/v1/jobs/${job.id}`, "x-job-id": job.id },
         );
       }
       await new Promise((resolve) => setTimeout(resolve, pollMs));

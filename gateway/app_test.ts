@@ -84,3 +84,40 @@ Deno.test("POST /v1/convert answers a failed job's error with its status and the
   assert.deepEqual(res.headers.get("x-job-id"), id);
   assert.deepEqual(await res.json(), { error: { code: "no_audio_stream", message: "no audio" } });
 });
+
+Deno.test("POST /v1/jobs passes the client's declared size on as x-content-length", async () => {
+  let seen: Headers | undefined;
+  const app = createGatewayApp({
+    upload: async (request) => {
+      seen = request.headers;
+      await request.body?.cancel();
+      return Response.json({ error: { code: "payload_too_large", message: "too big" } }, { status: 413 });
+    },
+    metadata: metadataWith(null),
+  });
+  const res = await app.request("/v1/jobs", {
+    method: "POST",
+    body: "x".repeat(100),
+    headers: { "content-type": "video/mp4", "content-length": "100" },
+  });
+  assert.equal(res.status, 413);
+  assert.equal(seen?.get("x-content-length"), "100");
+  assert.equal(seen?.get("content-type"), "video/mp4");
+});
+
+Deno.test("POST /v1/convert that outlasts its wait answers 504 still_converting with the job's location", async () => {
+  const app = createGatewayApp({
+    upload: () => Response.json(job("queued"), { status: 202 }),
+    metadata: metadataWith(job("converting")),
+    pollMs: 1,
+    convertTimeoutMs: 20,
+  });
+  const res = await app.request("/v1/convert", {
+    method: "POST",
+    body: "x",
+    headers: { "content-type": "video/mp4" },
+  });
+  assert.equal(res.status, 504);
+  assert.equal(res.headers.get("location"), `/v1/jobs/${id}`);
+  assert.equal((await res.json()).error.code, "still_converting");
+});

@@ -23,12 +23,17 @@ export interface MetadataAppDeps {
   now?: () => Date;
 }
 
-async function mustGet(store: JobStore, id: string): Promise<Job> {
-  const job = await store.get(id).catch((cause) => {
+/** Runs a store call, turning its failure into service_unavailable (503). */
+function guard<T>(call: Promise<T>): Promise<T> {
+  return call.catch((cause) => {
     throw new AppError("service_unavailable", "The job store cannot be reached; try again shortly", {
       cause,
     });
   });
+}
+
+async function mustGet(store: JobStore, id: string): Promise<Job> {
+  const job = await guard(store.get(id));
   if (!job) throw new AppError("not_found", `There is no job ${JSON.stringify(id)}`);
   return job;
 }
@@ -48,7 +53,7 @@ export function createMetadataApp(deps: MetadataAppDeps): Hono {
       throw new AppError("invalid_request", `Invalid job: ${parsed.error.issues[0].message}`);
     }
     const job = createJob(parsed.data, now());
-    if (await store.insert(job)) return c.json(publicJob(job), 201);
+    if (await guard(store.insert(job))) return c.json(publicJob(job), 201);
     return c.json(publicJob(await mustGet(store, job.id)), 200);
   });
 
@@ -59,7 +64,7 @@ export function createMetadataApp(deps: MetadataAppDeps): Hono {
     if (!parsed.success || parsed.data.jobId !== c.req.param("id")) {
       throw new AppError("invalid_request", "The body is not a job event for this job");
     }
-    const job = await store.update(parsed.data.jobId, (job) => applyEvent(job, parsed.data));
+    const job = await guard(store.update(parsed.data.jobId, (job) => applyEvent(job, parsed.data)));
     if (!job) throw new AppError("not_found", `There is no job ${JSON.stringify(parsed.data.jobId)}`);
     return c.json(publicJob(job));
   });

@@ -21,6 +21,7 @@ export const ERROR_STATUS = {
   internal: 500,
   upstream_unavailable: 502,
   service_unavailable: 503,
+  still_converting: 504,
 } as const;
 
 /** A machine-readable error code. */

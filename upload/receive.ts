@@ -66,7 +66,10 @@ export async function receiveUpload<R>(
   options: { maxBytes: number },
 ): Promise<Received<R>> {
   const { maxBytes } = options;
-  const length = Number(request.headers.get("content-length") ?? NaN);
+  // The Gateway passes the client's Content-Length on as x-content-length (its own hop is chunked).
+  const length = Number(
+    request.headers.get("content-length") ?? request.headers.get("x-content-length") ?? NaN,
+  );
   if (length > maxBytes) {
     await request.body?.cancel().catch(() => {});
     throw tooLarge(maxBytes);
