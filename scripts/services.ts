@@ -83,6 +83,25 @@ export function serviceArgs(service: ServiceName, env: Record<string, string | u
   }
 }
 
+const SCHEMAS = { gateway: GatewayEnv, upload: UploadEnv, metadata: MetadataEnv, convert: ConvertEnv };
+
+/** The part of `env` that `service` reads (its configuration, plus what the runtime and the AWS SDK need). */
+export function serviceEnv(
+  service: ServiceName,
+  env: Record<string, string | undefined>,
+): Record<string, string> {
+  const wanted = new Set([...names(SCHEMAS[service]), "PATH", "HOME", "DENO_DIR", "TMPDIR", "TZ", "LANG"]);
+  const picked: Record<string, string> = {};
+  for (const [key, value] of Object.entries(env)) {
+    if (
+      value !== undefined && (wanted.has(key) || (key.startsWith("AWS_") && (service === "upload" || service === "convert")))
+    ) {
+      picked[key] = value;
+    }
+  }
+  return picked;
+}
+
 function s3Hosts(c: S3Env): string {
   if (!c.S3_ENDPOINT) {
     return `${c.S3_BUCKET}.s3.${c.S3_REGION}.amazonaws.com:443,s3.${c.S3_REGION}.amazonaws.com:443`;
@@ -96,9 +115,11 @@ if (import.meta.main) {
     console.error("Usage: deno task start:<gateway|upload|metadata|convert>");
     Deno.exit(2);
   }
-  const args = ["run", ...serviceArgs(service, Deno.env.toObject())];
+  const env = serviceEnv(service, Deno.env.toObject());
+  const args = ["run", ...serviceArgs(service, env)];
   console.error(`deno ${args.join(" ")}`);
-  const child = new Deno.Command(Deno.execPath(), { args, stdin: "inherit" }).spawn();
+  // The service gets only its own variables: Metadata, whose --allow-env cannot be narrowed, never sees S3 keys.
+  const child = new Deno.Command(Deno.execPath(), { args, env, clearEnv: true, stdin: "inherit" }).spawn();
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => child.kill(signal));
   }
