@@ -34,8 +34,8 @@ export const ALLOWED_DEMUXERS: readonly string[] = [
 export interface ProbeResult {
   /** ffprobe's demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2" or "matroska,webm". */
   format: string;
-  /** Duration in seconds. */
-  duration: number;
+  /** Duration in seconds; absent where the container does not say (a WebM/MKV written as a stream). */
+  duration?: number;
   /** Number of streams of every kind. */
   streams: number;
   /** Number of audio streams. */
@@ -170,9 +170,10 @@ export async function probeInput(path: string, options: ProbeOptions): Promise<P
     throw cannot("unsupported_input", "its audio is in a codec we cannot decode");
   }
 
+  // A WebM or MKV written as a stream (MediaRecorder, live recorders) states no duration: that is not damage.
+  // The conversion is then capped at maxDuration instead.
   const duration = durationOf(json);
-  if (duration === undefined) throw cannot("corrupt_input", "its duration cannot be read");
-  if (duration > options.maxDuration) {
+  if (duration !== undefined && duration > options.maxDuration) {
     throw cannot(
       "input_too_long",
       `it lasts ${clock(duration)}, longer than the limit of ${clock(options.maxDuration)}`,
@@ -182,7 +183,7 @@ export async function probeInput(path: string, options: ProbeOptions): Promise<P
   const audioBitrate = Number(audio[0].bit_rate);
   return {
     format,
-    duration,
+    ...(duration === undefined ? {} : { duration }),
     streams,
     audioStreams: audio.length,
     audioCodec,

@@ -23,7 +23,7 @@ for (const [kind, format, audioCodec] of GOOD) {
       assert.equal(result.audioCodec, audioCodec);
       assert.equal(result.audioStreams, 1);
       assert.equal(result.streams, kind === "flac" ? 1 : 2);
-      assert.ok(Math.abs(result.duration - 3) < 0.1, `duration ${result.duration}`);
+      assert.ok(Math.abs(result.duration! - 3) < 0.1, `duration ${result.duration}`);
     });
   });
 }
@@ -116,5 +116,16 @@ Deno.test("probeInput names a missing ffprobe and how to install it", async () =
         /ffprobe was not found at "\/nonexistent\/ffprobe"\. Install it/,
       );
     }
+  });
+});
+
+Deno.test("probeInput accepts a WebM written as a stream, whose duration is unknown", async () => {
+  await withDir(async (dir) => {
+    const result = await probeInput(await makeMedia(dir, "webm-streamed"), {
+      maxDuration: 60,
+      maxStreams: 16,
+    });
+    assert.equal(result.duration, undefined);
+    assert.equal(result.audioCodec, "opus");
   });
 });

@@ -16,7 +16,9 @@ export interface TranscodeOptions {
   /** Constant bitrate of the MP3, in kbit/s. */
   bitrate: number;
   /** Duration of the input in seconds, as the probe found it: sets progress and the -t/-fs caps. */
-  duration: number;
+  duration?: number;
+  /** Where the duration is unknown, the -t/-fs caps assume this many seconds (and no progress is reported). */
+  maxDuration?: number;
   /** Wall-clock cap of the run, in ms; past it ffmpeg is killed and the call fails with conversion_failed. */
   timeoutMs: number;
   /** Stops the conversion (ffmpeg is killed); the promise then rejects with the signal's reason. */
@@ -50,8 +52,9 @@ export async function transcode(
   options.signal?.throwIfAborted();
   const name = options.name ?? basename(input);
   const { bitrate, duration } = options;
-  const maxBytes = Math.ceil(((duration * bitrate * 1000) / 8) * 1.5) + 1024 * 1024;
-  const maxSeconds = duration * 1.02 + 1;
+  const capSeconds = duration ?? options.maxDuration ?? 6 * 3600;
+  const maxBytes = Math.ceil(((capSeconds * bitrate * 1000) / 8) * 1.5) + 1024 * 1024;
+  const maxSeconds = capSeconds * 1.02 + 1;
   const args = [
     "-hide_banner",
     "-nostdin",
@@ -114,7 +117,7 @@ export async function transcode(
 
   try {
     const [, stderr, status] = await Promise.all([
-      readProgress(child.stdout, (seconds) => report(duration > 0 ? seconds / duration : 0)),
+      readProgress(child.stdout, (seconds) => report(duration ? seconds / duration : 0)),
       readTail(child.stderr, STDERR_KEEP),
       child.status,
     ]);

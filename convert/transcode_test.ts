@@ -305,3 +305,12 @@ Deno.test("without setpriv ffmpeg outlives a killed parent: a broken progress pi
     }
   });
 });
+
+Deno.test("transcode converts a WebM of unknown duration, capped by maxDuration", async () => {
+  await withDir(async (dir) => {
+    const input = await makeMedia(dir, "webm-streamed");
+    const output = `${dir}/out.mp3`;
+    await transcode(input, output, { bitrate: 128, maxDuration: 60, timeoutMs: 30_000 });
+    assert.ok(Math.abs((await audioDuration(output)) - (await audioDuration(input))) < 0.1);
+  });
+});

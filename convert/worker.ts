@@ -138,6 +138,7 @@ export function createTaskHandler(deps: WorkerDeps): (task: ConversionRequested)
         ffmpegPath: limits.ffmpegPath,
         bitrate: task.options.bitrate,
         duration: probe.duration,
+        maxDuration: limits.maxDuration,
         timeoutMs: limits.timeoutMs,
         onProgress(fraction) {
           const progress = Math.min(0.99, Math.round(fraction * 1000) / 1000);
@@ -157,6 +158,8 @@ export function createTaskHandler(deps: WorkerDeps): (task: ConversionRequested)
         maxStreams: 1,
       });
       const stat = await Deno.stat(outputPath);
+      // An MP3 from ffmpeg always states its duration (its Xing header); 0 would mean the file is empty.
+      const duration = result.duration ?? 0;
       const output = await Deno.open(outputPath, { read: true });
       const { size } = await blobs.put(task.outputKey, output.readable, { contentType: "audio/mpeg" });
       await events.publish({
@@ -167,9 +170,8 @@ export function createTaskHandler(deps: WorkerDeps): (task: ConversionRequested)
         output: {
           key: task.outputKey,
           size,
-          duration: result.duration,
-          bitrate: result.audioBitrate ??
-            (result.duration > 0 ? Math.round((stat.size * 8) / result.duration) : 0),
+          duration,
+          bitrate: result.audioBitrate ?? (duration > 0 ? Math.round((stat.size * 8) / duration) : 0),
         },
       });
     } finally {

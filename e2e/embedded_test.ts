@@ -29,11 +29,11 @@ async function start(env: Record<string, string> = {}) {
   };
 }
 
-Deno.test("embedded: POST /v1/convert turns mp4, mkv, webm, avi and mov into MP3s of the same duration", async () => {
+Deno.test("embedded: POST /v1/convert turns mp4, mkv, webm (also streamed, of unknown duration), avi and mov into MP3s of the same duration", async () => {
   const media = await Deno.makeTempDir();
   const app = await start();
   try {
-    for (const kind of ["mp4", "mkv", "webm", "avi", "mov"] as const) {
+    for (const kind of ["mp4", "mkv", "webm", "webm-streamed", "avi", "mov"] as const) {
       const source = await makeMedia(media, kind);
       const response = await postFile(`${app.url}/v1/convert`, source, `clip ${kind}.${kind}`);
       assert.deepEqual(response.headers.get("content-type"), "audio/mpeg", kind);

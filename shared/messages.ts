@@ -29,7 +29,8 @@ const eventBase = { version: z.literal(1), jobId: z.uuid(), at: z.iso.datetime()
 
 /** What happened to a job, as Convert reports it to Metadata. */
 export const JobEvent = z.discriminatedUnion("type", [
-  z.object({ type: z.literal("job.started"), ...eventBase, duration: z.number().nonnegative() }),
+  // duration: absent where the input does not state it (a WebM recorded as a stream).
+  z.object({ type: z.literal("job.started"), ...eventBase, duration: z.number().nonnegative().optional() }),
   z.object({ type: z.literal("job.progress"), ...eventBase, progress: z.number().min(0).max(1) }),
   z.object({ type: z.literal("job.done"), ...eventBase, output: JobOutput }),
   z.object({

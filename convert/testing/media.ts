@@ -12,6 +12,7 @@ export type MediaKind =
   | "mov"
   | "mkv"
   | "webm"
+  | "webm-streamed"
   | "avi"
   | "flac"
   | "mp4-no-audio"
@@ -93,6 +94,14 @@ export async function makeMedia(
     case "webm": {
       const path = file(kind);
       await ffmpeg([...VIDEO(s), ...SINE(s, 48000), ...VP9_OPUS, "-shortest", path]);
+      return path;
+    }
+    case "webm-streamed": {
+      // Written to a pipe, as MediaRecorder and live recorders do: no Duration, no Cues.
+      const path = file("webm");
+      const args = ["-hide_banner", "-nostdin", "-v", "error", ...VIDEO(s), ...SINE(s, 48000), ...VP9_OPUS];
+      const quoted = [...args, "-shortest", "-f", "webm", "pipe:1"].map((a) => `'${a}'`).join(" ");
+      await run("bash", ["-c", `ffmpeg ${quoted} > '${path}'`]);
       return path;
     }
     case "avi": {
