@@ -128,6 +128,10 @@ export async function probeInput(path: string, options: ProbeOptions): Promise<P
       stderr,
     );
   }
+  // Before the exit code: an overflow kills ffprobe, and that kill is not what is wrong with the file.
+  if (run.overflow) {
+    throw cannot("unsupported_input", "ffprobe's description of the file is too large", stderr);
+  }
   if (run.code !== 0) {
     const notAllowed = /\[([\w,]+) @ [^\]]*\] Format not on whitelist/.exec(stderr);
     if (notAllowed) throw cannot("unsupported_input", formatNotAccepted(notAllowed[1]), stderr);
@@ -141,10 +145,6 @@ export async function probeInput(path: string, options: ProbeOptions): Promise<P
     }
     throw cannot("unsupported_input", "the file is not a video or audio format we accept", stderr);
   }
-  if (run.overflow) {
-    throw cannot("unsupported_input", "ffprobe's description of the file is too large", stderr);
-  }
-
   let json: FfprobeJson;
   try {
     json = JSON.parse(run.stdout) as FfprobeJson;

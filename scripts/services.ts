@@ -94,7 +94,8 @@ export function serviceEnv(
   const picked: Record<string, string> = {};
   for (const [key, value] of Object.entries(env)) {
     if (
-      value !== undefined && (wanted.has(key) || (key.startsWith("AWS_") && (service === "upload" || service === "convert")))
+      value !== undefined &&
+      (wanted.has(key) || (key.startsWith("AWS_") && (service === "upload" || service === "convert")))
     ) {
       picked[key] = value;
     }
