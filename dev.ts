@@ -6,6 +6,7 @@
  */
 import {
   ConversionRequested,
+  DEAD_TASK_QUEUE,
   type EmbeddedEnv,
   EmbeddedEnv as EmbeddedEnvSchema,
   EVENT_QUEUE,
@@ -16,7 +17,12 @@ import {
 import { createFsBlobStore } from "@vmp3/adapters/fs";
 import { createKvQueue } from "@vmp3/adapters/kv-queue";
 import { createKvJobStore } from "@vmp3/adapters/kv-jobs";
-import { createMetadataApp, createMetadataClient, startEventConsumer } from "@vmp3/metadata";
+import {
+  createMetadataApp,
+  createMetadataClient,
+  startDeadTaskConsumer,
+  startEventConsumer,
+} from "@vmp3/metadata";
 import { createUploadApp } from "@vmp3/upload";
 import { checkFfmpeg, limitsFromEnv, startWorker } from "@vmp3/convert";
 import { createGatewayApp } from "@vmp3/gateway";
@@ -45,6 +51,10 @@ export async function runEmbedded(config: EmbeddedEnv): Promise<Running> {
   const gatewayApp = createGatewayApp({ upload: (request) => uploadApp.fetch(request), metadata });
 
   const eventConsumer = await startEventConsumer(events, store);
+  const deadTasks = await startDeadTaskConsumer(
+    createKvQueue(kv, DEAD_TASK_QUEUE, ConversionRequested),
+    store,
+  );
   const worker = await startWorker(tasks, {
     blobs,
     events,
@@ -63,6 +73,7 @@ export async function runEmbedded(config: EmbeddedEnv): Promise<Running> {
       await server.shutdown();
       await worker.close();
       await eventConsumer.close();
+      await deadTasks.close();
       kv.close();
     },
   };

@@ -1,6 +1,6 @@
 /**
  * A durable queue on Deno KV, for the embedded mode: messages survive a restart, a message taken by a consumer
- * that dies comes back when its lease runs out, "retry" backs off, and "reject" moves it to a dead-letter prefix.
+ * that dies comes back when its lease runs out, "retry" backs off, and "reject" (or too many deliveries) moves it to the queue `<name>.dead`.
  */
 import type { z } from "zod";
 import type { DeliveryInfo, Outcome, Queue, Subscription } from "@vmp3/shared";
@@ -49,7 +49,8 @@ export function createKvQueue<T>(
   const deliveryLimit = options.deliveryLimit ?? 5;
   const backoffMs = options.backoffMs ?? ((attempt) => Math.min(30_000, 500 * 2 ** (attempt - 1)));
   const prefix: Deno.KvKey = ["queue", name];
-  const deadPrefix: Deno.KvKey = ["dead", name];
+  // Dead letters form the queue `<name>.dead`, which createKvQueue can read like any other (as RabbitMQ's can).
+  const deadPrefix: Deno.KvKey = ["queue", `${name}.dead`];
   const wakers = new Set<() => void>();
 
   async function settle(entry: Deno.KvEntry<Envelope>, outcome: Outcome | "invalid"): Promise<void> {
@@ -64,7 +65,12 @@ export function createKvQueue<T>(
         availableAt: Date.now() + backoffMs(envelope.attempts),
       });
     } else {
-      op.delete(entry.key).set([...deadPrefix, entry.key.at(-1)!], { ...envelope, leaseUntil: 0 });
+      op.delete(entry.key).set([...deadPrefix, entry.key.at(-1)!], {
+        body: envelope.body,
+        attempts: 0,
+        availableAt: 0,
+        leaseUntil: 0,
+      });
     }
     // A failed check means our lease ran out and someone else holds the message now: theirs to settle.
     await op.commit();

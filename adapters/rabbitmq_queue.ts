@@ -35,6 +35,11 @@ export interface RabbitBrokerOptions {
 export interface RabbitQueueOptions {
   /** Deliveries after which a message goes to the dead-letter queue `<name>.dead` (default 5). */
   deliveryLimit?: number;
+  /**
+   * This is another queue's dead-letter queue (`<name>.dead`), read to act on what ended there: it is declared as
+   * that queue declares it, with no delivery limit and no dead-letter queue of its own.
+   */
+  deadLetterQueue?: boolean;
 }
 
 /** One connection to RabbitMQ, shared by all the queues made from it. */
@@ -214,7 +219,7 @@ class Broker {
   }
 
   /** Declares `name` and its dead-letter queue once per connection. */
-  declare(conn: ChannelModel, name: string, deliveryLimit: number): Promise<void> {
+  declare(conn: ChannelModel, name: string, deliveryLimit: number | null): Promise<void> {
     let declared = this.#declared.get(conn);
     if (!declared) {
       declared = new Map();
@@ -238,10 +243,14 @@ class Broker {
     for (const key of declared.keys()) if (JSON.parse(key)[0] === name) declared.delete(key);
   }
 
-  async #declare(conn: ChannelModel, name: string, deliveryLimit: number): Promise<void> {
+  async #declare(conn: ChannelModel, name: string, deliveryLimit: number | null): Promise<void> {
     const channel = await conn.createChannel();
     channel.on("error", noop); // a failed declaration also rejects below, with the same error
     try {
+      if (deliveryLimit === null) {
+        await channel.assertQueue(name, { durable: true, arguments: { "x-queue-type": "quorum" } });
+        return;
+      }
       await channel.assertQueue(`${name}.dead`, { durable: true, arguments: { "x-queue-type": "quorum" } });
       await channel.assertQueue(name, {
         durable: true,
@@ -288,7 +297,7 @@ class Broker {
   }
 
   /** Publishes `body` to `name` and resolves once the broker confirms it, reconnecting as needed until the deadline. */
-  async publish(name: string, deliveryLimit: number, body: Buffer): Promise<void> {
+  async publish(name: string, deliveryLimit: number | null, body: Buffer): Promise<void> {
     const deadline = Date.now() + this.timeoutMs;
     let lastError: unknown;
     for (;;) {
@@ -353,8 +362,8 @@ class Broker {
   }
 
   queue<T>(name: string, schema: z.ZodType<T>, options: RabbitQueueOptions = {}): Queue<T> {
-    const deliveryLimit = options.deliveryLimit ?? 5;
-    if (!Number.isInteger(deliveryLimit) || deliveryLimit < 1) {
+    const deliveryLimit = options.deadLetterQueue ? null : options.deliveryLimit ?? 5;
+    if (deliveryLimit !== null && (!Number.isInteger(deliveryLimit) || deliveryLimit < 1)) {
       throw new RangeError(`deliveryLimit must be a positive integer, not ${deliveryLimit}`);
     }
     return {
@@ -404,7 +413,7 @@ class Broker {
 
 interface ConsumerSpec<T> {
   name: string;
-  deliveryLimit: number;
+  deliveryLimit: number | null;
   schema: z.ZodType<T>;
   handler: (message: T, info: DeliveryInfo) => Promise<Outcome>;
   prefetch: number;

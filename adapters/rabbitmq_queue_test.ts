@@ -240,6 +240,23 @@ Deno.test("rabbitmq: a message that keeps failing is dead-lettered after the del
   });
 });
 
+Deno.test("rabbitmq: a dead-letter queue can be consumed like a queue, to act on what ended there", async () => {
+  await withBroker(async (broker) => {
+    const name = queueName();
+    const queue = broker.queue(name, Task);
+    const sub = await queue.consume(() => Promise.resolve("reject"));
+    const got = deferred<{ id: number; text: string }>();
+    const dead = await broker.queue(`${name}.dead`, Task, { deadLetterQueue: true }).consume((message) => {
+      got.resolve(message);
+      return Promise.resolve("ack");
+    });
+    await queue.publish({ id: 6, text: "poison" });
+    assert.deepEqual(await got.promise, { id: 6, text: "poison" });
+    await sub.close();
+    await dead.close();
+  });
+});
+
 Deno.test("rabbitmq: prefetch bounds how many handlers run at once", async () => {
   await withBroker(async (broker) => {
     for (const prefetch of [1, 3]) {

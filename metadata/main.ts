@@ -3,11 +3,19 @@
  * Run: `deno task start:metadata` (see README for the variables).
  * @module
  */
-import { EVENT_QUEUE, JobEvent, MetadataEnv, parseEnv } from "@vmp3/shared";
+import {
+  ConversionRequested,
+  DEAD_TASK_QUEUE,
+  EVENT_QUEUE,
+  JobEvent,
+  MetadataEnv,
+  parseEnv,
+} from "@vmp3/shared";
 import { createRabbitBroker } from "@vmp3/adapters/rabbitmq";
 import { createRedisClient, createRedisJobStore } from "@vmp3/adapters/redis";
 import { createMetadataApp } from "./app.ts";
 import { startEventConsumer } from "./event_consumer.ts";
+import { startDeadTaskConsumer } from "./dead_task_consumer.ts";
 import { serveUntilSignal } from "@vmp3/adapters/serve";
 
 /** Starts the Metadata service with `config`; resolves once it listens. */
@@ -16,9 +24,14 @@ export async function run(config: MetadataEnv) {
   const broker = createRabbitBroker(config.RABBITMQ_URL, { name: "metadata" });
   const store = createRedisJobStore(redis);
   const consumer = await startEventConsumer(broker.queue(EVENT_QUEUE, JobEvent), store);
+  const deadTasks = await startDeadTaskConsumer(
+    broker.queue(DEAD_TASK_QUEUE, ConversionRequested, { deadLetterQueue: true }),
+    store,
+  );
   const app = createMetadataApp({ store });
   return serveUntilSignal(app, config, async () => {
     await consumer.close();
+    await deadTasks.close();
     await broker.close();
     redis.disconnect();
   });

@@ -6,3 +6,4 @@
 export { createMetadataApp, type MetadataAppDeps } from "./app.ts";
 export { type EventConsumerOptions, startEventConsumer } from "./event_consumer.ts";
 export { createMetadataClient, type MetadataClient, type PublicJob } from "./client.ts";
+export { startDeadTaskConsumer } from "./dead_task_consumer.ts";

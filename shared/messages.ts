@@ -46,3 +46,6 @@ export type JobEvent = z.infer<typeof JobEvent>;
 export function jobKeys(jobId: string): { inputKey: string; outputKey: string } {
   return { inputKey: `inputs/${jobId}`, outputKey: `outputs/${jobId}.mp3` };
 }
+
+/** Where a task ends after its deliveries ran out (its worker died each time): Metadata fails its job. */
+export const DEAD_TASK_QUEUE = `${TASK_QUEUE}.dead`;
