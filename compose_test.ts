@@ -218,9 +218,10 @@ function composeProblems(config: Compose, dockerfiles: Record<string, string>): 
     }
     const run = flags.get("--allow-run");
     if (name === "convert") {
-      // setpriv gives ffmpeg a parent-death signal (see convert/ffmpeg_check.ts); ffmpeg and ffprobe run under it.
-      if (!run || !sameSet(run, ["ffmpeg", "ffprobe", "setpriv"])) {
-        say(`--allow-run must be exactly ffmpeg,ffprobe,setpriv, not ${run}`);
+      // ff_guard runs ffmpeg/ffprobe, and nothing else, under setpriv's parent-death signal (convert/bin/ff_guard);
+      // setpriv itself could start any program.
+      if (!run || !sameSet(run, ["ffmpeg", "ffprobe", "/app/convert/bin/ff_guard"])) {
+        say(`--allow-run must be exactly ffmpeg,ffprobe,/app/convert/bin/ff_guard, not ${run}`);
       }
       for (const flag of ["--allow-read", "--allow-write"]) {
         const paths = flags.get(flag);
@@ -445,7 +446,7 @@ Deno.test("compose.yaml is valid for docker-compose and describes every service 
     throw new Error(`gateway --allow-net is ${gateway.flags.get("--allow-net")}`);
   }
   const convert = parseDenoCommand(asList(config.services.convert.command));
-  if (convert.flags.get("--allow-run")?.join() !== "ffmpeg,ffprobe,setpriv") {
+  if (convert.flags.get("--allow-run")?.join() !== "ffmpeg,ffprobe,/app/convert/bin/ff_guard") {
     throw new Error(`convert --allow-run is ${convert.flags.get("--allow-run")}`);
   }
   if (!/^FROM\s+\S*ffmpeg\S*/im.test(await Deno.readTextFile(`${ROOT}docker/convert.Dockerfile`))) {
@@ -473,13 +474,14 @@ Deno.test("compose checks report a gateway allowed to read files, convert allowe
       /^upload: must not have --allow-run/,
     ],
     [
-      "convert may run sh",
+      "convert may run setpriv (which starts anything)",
       (c) => {
         const command = c.services.convert.command as string[];
-        command[command.indexOf("--allow-run=ffmpeg,ffprobe,setpriv")] =
-          "--allow-run=ffmpeg,ffprobe,setpriv,sh";
+        const at = command.indexOf("--allow-run=ffmpeg,ffprobe,/app/convert/bin/ff_guard");
+        if (at < 0) throw new Error("convert's --allow-run was not found to break");
+        command[at] = "--allow-run=ffmpeg,ffprobe,/app/convert/bin/ff_guard,setpriv";
       },
-      /^convert: --allow-run must be exactly ffmpeg,ffprobe,setpriv/,
+      /^convert: --allow-run must be exactly ffmpeg,ffprobe,\/app\/convert\/bin\/ff_guard/,
     ],
     [
       "metadata loses its healthcheck",

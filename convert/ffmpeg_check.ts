@@ -22,8 +22,14 @@ export interface ToolProcess {
   assertLaunched(status: Deno.CommandStatus, stderr: string): void;
 }
 
-/** util-linux `setpriv` on Linux (gives children a parent-death signal); null where there is none. */
-export const DEFAULT_SETPRIV: string | null = Deno.build.os === "linux" ? "setpriv" : null;
+/**
+ * On Linux, `bin/ff_guard`: it runs ffmpeg or ffprobe, and nothing else, under util-linux `setpriv --pdeathsig
+ * KILL` (so the kernel kills the tool if this process dies), taking setpriv's own arguments. Convert's
+ * --allow-run names it instead of setpriv, which could start any program. Null where there is no setpriv.
+ */
+export const DEFAULT_SETPRIV: string | null = Deno.build.os === "linux"
+  ? decodeURIComponent(new URL("./bin/ff_guard", import.meta.url).pathname)
+  : null;
 
 /**
  * Checks that ffmpeg (with libmp3lame and -stats_period, i.e. 4.4 or newer), ffprobe and setpriv can be run;
@@ -46,7 +52,12 @@ export async function checkFfmpeg(options: CheckOptions = {}): Promise<void> {
     throw new Error(`ffmpeg at "${ffmpeg}" is too old (no -stats_period): version 4.4 or newer is needed.`);
   }
   await runQuick(ffprobe, ["-hide_banner", "-version"], "ffprobe");
-  if (setpriv !== null) await runQuick(setpriv, ["--version"], "setpriv");
+  if (setpriv !== null) {
+    // The way conversions start them, so that a tool the guard refuses fails here, not mid-job.
+    for (const [tool, binary] of [["ffmpeg", ffmpeg], ["ffprobe", ffprobe]]) {
+      await runQuick(setpriv, ["--pdeathsig", "KILL", "--", binary, "-hide_banner", "-version"], tool, true);
+    }
+  }
 }
 
 /**
@@ -92,6 +103,12 @@ export function spawnTool(
     if (setpriv !== null && status.code === 127 && /^setpriv: failed to execute/m.test(stderr)) {
       throw launchError(new Deno.errors.NotFound(stderr.trim()), binary, options.tool);
     }
+    if (setpriv !== null && status.code === 126 && /^ff_guard: /m.test(stderr)) {
+      throw new Error(
+        `${options.tool} at "${binary}" cannot be started: ${stderr.trim()}. Install it there, or run where ` +
+          "FFMPEG_PATH/FFPROBE_PATH need not be set.",
+      );
+    }
   };
   return { child, kill, assertLaunched };
 }
@@ -123,8 +140,8 @@ function launchError(error: unknown, command: string, tool: string): Error {
   );
 }
 
-/** Runs a short informational command directly (no setpriv), returning stdout; 10 s cap. */
-async function runQuick(binary: string, args: string[], tool: string): Promise<string> {
+/** Runs a short informational command, returning stdout; 10 s cap. `viaSetpriv`: `binary` is the launcher. */
+async function runQuick(binary: string, args: string[], tool: string, viaSetpriv = false): Promise<string> {
   let output: Deno.CommandOutput;
   try {
     output = await new Deno.Command(binary, {
@@ -137,10 +154,15 @@ async function runQuick(binary: string, args: string[], tool: string): Promise<s
       signal: AbortSignal.timeout(10_000),
     }).output();
   } catch (error) {
-    throw launchError(error, binary, tool);
+    throw launchError(error, binary, viaSetpriv ? "setpriv" : tool);
   }
   if (!output.success) {
     const stderr = new TextDecoder().decode(output.stderr).trim().slice(-500);
+    if (viaSetpriv) {
+      throw new Error(
+        `${tool} cannot be started the way conversions start it (through ${binary}): ${stderr}`,
+      );
+    }
     throw new Error(`${tool} at "${binary}" does not run (exit code ${output.code}): ${stderr}`);
   }
   return new TextDecoder().decode(output.stdout);

@@ -55,9 +55,11 @@ Deno.test("checkFfmpeg names a missing setpriv, and skips it when setprivPath is
 Deno.test("spawnTool gives the tool an empty environment except PATH, no stdin and its own process group", async () => {
   Deno.env.set("VMP3_SECRET_FOR_TEST", "s3cr3t");
   try {
-    // `sh -c` stands in for ffmpeg: it prints its environment, its stdin and its process group.
+    // `sh -c` stands in for ffmpeg: it prints its environment, its stdin and its process group. (Plain setpriv:
+    // the default launcher, ff_guard, would rightly refuse to run sh.)
     const { child } = spawnTool("/bin/sh", ["-c", "env; cat; echo pgid=$(ps -o pgid= -p $$)"], {
       tool: "ffmpeg",
+      setprivPath: "setpriv",
     });
     const [out, , status] = await Promise.all([
       new Response(child.stdout).text(),
@@ -92,4 +94,25 @@ Deno.test("checkFfmpeg under --allow-run=ffmpeg,ffprobe with no ffmpeg on the PA
   const message = new TextDecoder().decode(stderr);
   assert.equal(code, 3, message);
   assert.match(message, /ffmpeg.*(not found|not installed).*apt-get install ffmpeg/s);
+});
+
+Deno.test("the default launcher runs ffmpeg and ffprobe and refuses any other program", async () => {
+  const run = async (binary: string, args: string[]) => {
+    const { child } = spawnTool(binary, args, { tool: "ffmpeg" });
+    const [out, err, status] = await Promise.all([
+      new Response(child.stdout).text(),
+      new Response(child.stderr).text(),
+      child.status,
+    ]);
+    return { out, err, code: status.code };
+  };
+  const ok = await run("ffprobe", ["-hide_banner", "-version"]);
+  assert.equal(ok.code, 0, ok.err);
+  assert.match(ok.out, /ffprobe version/);
+  for (const binary of ["/bin/sh", "sh", "/tmp/ffmpeg", "../ffmpeg"]) {
+    const refused = await run(binary, ["-c", "echo escaped"]);
+    assert.equal(refused.code, 126, `${binary}: ${refused.err}`);
+    assert.ok(!refused.out.includes("escaped"));
+    assert.match(refused.err, /ff_guard: runs only ffmpeg or ffprobe/);
+  }
 });

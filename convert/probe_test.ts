@@ -106,11 +106,22 @@ Deno.test("probeInput rejects with the reason of an aborted signal without runni
   });
 });
 
+Deno.test("probeInput says the default launcher refuses an ffprobe outside its folders", async () => {
+  await withDir(async (dir) => {
+    const path = await makeMedia(dir, "mp4");
+    await assert.rejects(
+      probeInput(path, { ...LIMITS, ffprobePath: "/nonexistent/ffprobe" }),
+      /ffprobe at "\/nonexistent\/ffprobe" cannot be started: ff_guard: runs only ffmpeg or ffprobe/,
+    );
+  });
+});
+
 Deno.test("probeInput names a missing ffprobe and how to install it", async () => {
   await withDir(async (dir) => {
     const path = await makeMedia(dir, "zero-bytes");
     await Deno.writeTextFile(path, "x");
-    for (const setprivPath of [undefined, null]) {
+    // Plain setpriv and none: the default launcher would refuse a path outside its folders (tested below).
+    for (const setprivPath of ["setpriv", null]) {
       await assert.rejects(
         probeInput(path, { ...LIMITS, ffprobePath: "/nonexistent/ffprobe", setprivPath }),
         /ffprobe was not found at "\/nonexistent\/ffprobe"\. Install it/,

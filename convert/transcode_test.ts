@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { transcode } from "./transcode.ts";
+import { DEFAULT_SETPRIV } from "./ffmpeg_check.ts";
 import {
   audioDuration,
   containsBytes,
@@ -191,7 +192,8 @@ Deno.test("transcode fails with corrupt_input on a truncated MP4 and says why wi
 Deno.test("transcode names a missing ffmpeg and how to install it", async () => {
   await withDir(async (dir) => {
     const input = await makeMedia(dir, "zero-bytes");
-    for (const setprivPath of [undefined, null]) {
+    // Plain setpriv and none: the default launcher would refuse a path outside its folders (tested below).
+    for (const setprivPath of ["setpriv", null]) {
       await assert.rejects(
         transcode(input, `${dir}/out.mp3`, {
           bitrate: 128,
@@ -206,7 +208,7 @@ Deno.test("transcode names a missing ffmpeg and how to install it", async () => 
   });
 });
 
-Deno.test("under a narrow --allow-run=setpriv, transcode converts and its timeout still kills ffmpeg", async () => {
+Deno.test("under a narrow --allow-run of only the launcher, transcode converts and its timeout still kills ffmpeg", async () => {
   await withDir(async (dir) => {
     const small = await makeMedia(dir, "mp4");
     const long = await makeMedia(dir, "flac", { seconds: 900 });
@@ -221,7 +223,14 @@ Deno.test("under a narrow --allow-run=setpriv, transcode converts and its timeou
         { bitrate: 128, duration: 900, timeoutMs: 300 }).catch((e) => e);
       console.log(JSON.stringify({ code: error.code, ms: Date.now() - started }));`;
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--no-prompt", `--allow-read=${dir}`, `--allow-write=${dir}`, "--allow-run=setpriv", "-"],
+      args: [
+        "run",
+        "--no-prompt",
+        `--allow-read=${dir}`,
+        `--allow-write=${dir}`,
+        `--allow-run=${DEFAULT_SETPRIV}`,
+        "-",
+      ],
       cwd: new URL("..", import.meta.url).pathname,
       stdin: "piped",
       stdout: "piped",

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { makeHlsTrap, makeMedia } from "../convert/testing/media.ts";
 import { serviceArgs, type ServiceName } from "../scripts/services.ts";
 import { startProduct } from "./product.ts";
+import { DEFAULT_SETPRIV } from "../convert/ffmpeg_check.ts";
 import {
   assertError,
   assertMp3,
@@ -27,6 +28,11 @@ Deno.test("real: each service runs with only its own permissions", async () => {
       ffmpeg: () => new Deno.Command("ffmpeg", { args: ["-version"] }).output(),
       shell: () => new Deno.Command("sh", { args: ["-c", "true"] }).output(),
       otherHost: () => fetch("http://127.0.0.2:8089/"),
+      setpriv: () => new Deno.Command("setpriv", { args: ["--version"] }).output(),
+      shellThroughGuard: async () => {
+        const out = await new Deno.Command(Deno.args[1], { args: ["--pdeathsig", "KILL", "--", "sh", "-c", "true"] }).output();
+        if (!out.success) throw new Deno.errors.NotCapable("the guard refused it");
+      },
       workDir: () => Deno.writeTextFile(Deno.args[0] + "/ok", "x"),
     };
     const out = {};
@@ -52,38 +58,27 @@ Deno.test("real: each service runs with only its own permissions", async () => {
       f.startsWith("--allow-read") ? `${f},${probe}` : f
     );
     const { stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-      args: ["run", ...flags, `--allow-read=${probe}`, probe, dir],
+      args: ["run", ...flags, `--allow-read=${probe}`, probe, dir, DEFAULT_SETPRIV!],
     }).output();
     const text = new TextDecoder().decode(stdout);
     if (!text) throw new Error(new TextDecoder().decode(stderr));
     return JSON.parse(text);
   };
   const d = "denied", a = "allowed";
-  assert.deepEqual(await run("gateway"), {
+  const none = {
     read: d,
     write: d,
     ffmpeg: d,
     shell: d,
     otherHost: d,
+    setpriv: d,
+    shellThroughGuard: d,
     workDir: d,
-  });
-  assert.deepEqual(await run("upload"), { read: d, write: d, ffmpeg: d, shell: d, otherHost: d, workDir: d });
-  assert.deepEqual(await run("metadata"), {
-    read: d,
-    write: d,
-    ffmpeg: d,
-    shell: d,
-    otherHost: d,
-    workDir: d,
-  });
-  assert.deepEqual(await run("convert"), {
-    read: d,
-    write: d,
-    ffmpeg: a,
-    shell: d,
-    otherHost: d,
-    workDir: a,
-  });
+  };
+  assert.deepEqual(await run("gateway"), none);
+  assert.deepEqual(await run("upload"), none);
+  assert.deepEqual(await run("metadata"), none);
+  assert.deepEqual(await run("convert"), { ...none, ffmpeg: a, workDir: a });
   await Deno.remove(dir, { recursive: true });
 });
 

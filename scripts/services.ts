@@ -26,6 +26,9 @@ function hostOf(url: string): string {
 /** What the AWS SDK reads at start (it tries ~/.aws quietly and carries on without it). */
 const AWS_ENV = ["AWS_*", "_X_AMZN_TRACE_ID", "HOME", "USERPROFILE", "HOMEPATH", "HOMEDRIVE"];
 
+/** The launcher Convert starts ffmpeg and ffprobe through (convert/ffmpeg_check.ts). */
+const FF_GUARD = decodeURIComponent(new URL("../convert/bin/ff_guard", import.meta.url).pathname);
+
 /** Lets the S3 adapter free spent request chunks after each part (see adapters/s3_blob_store.ts). */
 const GC_FLAG = "--v8-flags=--expose-gc";
 
@@ -72,8 +75,9 @@ export function serviceArgs(service: ServiceName, env: Record<string, string | u
         // PATH: to find ffmpeg and ffprobe where they are installed (e.g. /opt/homebrew/bin), for the child too.
         `--allow-env=${[...names(ConvertEnv), ...AWS_ENV, "PATH"].join(",")}`,
         "--allow-sys=osRelease",
-        // setpriv gives each ffmpeg a parent-death signal, so a killed worker leaves no ffmpeg running.
-        `--allow-run=${c.FFMPEG_PATH},${c.FFPROBE_PATH},setpriv`,
+        // ff_guard runs ffmpeg/ffprobe (only) under setpriv's parent-death signal, so a killed worker leaves no
+        // ffmpeg running; setpriv itself is not allowed, as it could start anything.
+        `--allow-run=${c.FFMPEG_PATH},${c.FFPROBE_PATH},${FF_GUARD}`,
         `--allow-read=${c.WORK_DIR}`,
         `--allow-write=${c.WORK_DIR}`,
         GC_FLAG,
