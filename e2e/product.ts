@@ -99,6 +99,7 @@ export async function startProduct(workers = 1, extraEnv: Record<string, string>
   return {
     url: `http://127.0.0.1:${ports.gateway}`,
     uploadUrl: common.UPLOAD_URL,
+    bucket,
     dir,
     storage,
     services,
