@@ -11,7 +11,10 @@ export interface GatewayAppDeps {
   /** Reaches the Upload service. */
   upload: Fetcher;
   metadata: MetadataClient;
-  /** How often POST /v1/convert looks at the job while it waits, in ms. */
+  /**
+   * How soon POST /v1/convert first looks at the job again, in ms; the wait then grows by half each time, up to
+   * a second, so a short job is answered quickly and a long one costs Metadata few reads.
+   */
   pollMs?: number;
   /** How long POST /v1/convert waits for a job, in ms. */
   convertTimeoutMs?: number;
@@ -38,7 +41,7 @@ const FORWARDED_HEADERS = ["content-type", "content-length", "content-dispositio
 
 /** Creates the Gateway HTTP app. */
 export function createGatewayApp(deps: GatewayAppDeps): Hono {
-  const { upload, metadata, pollMs = 200, convertTimeoutMs = 30 * 60_000 } = deps;
+  const { upload, metadata, pollMs = 25, convertTimeoutMs = 30 * 60_000 } = deps;
   const app = new Hono();
   app.onError(onError);
   app.notFound(onNotFound);
@@ -102,6 +105,7 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono {
     if (response.status !== 202) return response;
     let job: PublicJob = await response.json();
     const deadline = Date.now() + convertTimeoutMs;
+    let wait = pollMs;
     while (job.status !== "done" && job.status !== "failed") {
       if (Date.now() > deadline || c.req.raw.signal.aborted) {
         return errorResponse(
@@ -110,7 +114,8 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono {
           { location: `/v1/jobs/${job.id}`, "x-job-id": job.id },
         );
       }
-      await new Promise((resolve) => setTimeout(resolve, pollMs));
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      wait = Math.min(wait * 1.5, 1000);
       job = await mustGetJob(job.id);
     }
     if (job.status === "failed") {
