@@ -9,6 +9,7 @@
  */
 import { ConvertEnv, GatewayEnv, MetadataEnv, parseEnv, S3Env, UploadEnv } from "@vmp3/shared";
 import type { z } from "zod";
+import { AWS_ENV } from "./scripts/services.ts";
 
 const ROOT = new URL(".", import.meta.url).pathname;
 
@@ -36,7 +37,6 @@ const APPS: Record<string, z.ZodObject> = {
 };
 const INFRA = ["rabbitmq", "redis", "minio"];
 /** What @aws-sdk/client-s3 reads besides the S3_* settings (docs/ENVIRONMENT.md). */
-const AWS_ENV = ["AWS_*", "_X_AMZN_TRACE_ID", "HOME", "USERPROFILE", "HOMEPATH", "HOMEDRIVE"];
 /** Services that may read the whole environment, and why: ioredis's `debug` dependency enumerates it. */
 const UNRESTRICTED_ENV = new Set(["metadata"]);
 const DEFAULT_PORTS: Record<string, string> = {

@@ -24,7 +24,7 @@ function hostOf(url: string): string {
 }
 
 /** What the AWS SDK reads at start (it tries ~/.aws quietly and carries on without it). */
-const AWS_ENV = ["AWS_*", "_X_AMZN_TRACE_ID", "HOME", "USERPROFILE", "HOMEPATH", "HOMEDRIVE"];
+export const AWS_ENV = ["AWS_*", "_X_AMZN_TRACE_ID", "HOME", "USERPROFILE", "HOMEPATH", "HOMEDRIVE"];
 
 /** The launcher Convert starts ffmpeg and ffprobe through (convert/ffmpeg_check.ts). */
 const FF_GUARD = decodeURIComponent(new URL("../convert/bin/ff_guard", import.meta.url).pathname);

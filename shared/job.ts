@@ -24,9 +24,12 @@ export const JobOutput = z.object({
 /** Facts about the MP3 a job produced. */
 export type JobOutput = z.infer<typeof JobOutput>;
 
+/** A job's id: a UUID the Upload service makes. */
+export const JobId = z.uuid();
+
 /** A job as stored by Metadata and shown by the Gateway. */
 export const Job = z.object({
-  id: z.uuid(),
+  id: JobId,
   status: JobStatus,
   progress: z.number().min(0).max(1),
   input: z.object({

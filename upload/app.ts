@@ -8,6 +8,7 @@ import {
   type BlobStore,
   contentDisposition,
   type ConversionRequested,
+  JobId,
   jobKeys,
   mp3Filename,
   onError,
@@ -18,8 +19,6 @@ import {
 } from "@vmp3/shared";
 import type { MetadataClient } from "@vmp3/metadata";
 import { receiveUpload } from "./receive.ts";
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** What the Upload app needs. */
 export interface UploadAppDeps {
@@ -115,7 +114,9 @@ export function createUploadApp(deps: UploadAppDeps): Hono {
   // The finished MP3 of a job: a redirect to a short-lived URL where the store can make one, else the bytes.
   app.get("/files/:id/output", async (c) => {
     const id = c.req.param("id");
-    if (!UUID.test(id)) throw new AppError("not_found", `There is no job ${JSON.stringify(id)}`);
+    if (!JobId.safeParse(id).success) {
+      throw new AppError("not_found", `There is no job ${JSON.stringify(id)}`);
+    }
     const { outputKey } = jobKeys(id);
     const filename = mp3Filename(c.req.query("filename") ?? "audio");
     if (c.req.query("mode") !== "stream") {
