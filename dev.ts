@@ -17,6 +17,7 @@ import {
 import { createFsBlobStore } from "@vmp3/adapters/fs";
 import { createKvQueue } from "@vmp3/adapters/kv-queue";
 import { createKvJobStore } from "@vmp3/adapters/kv-jobs";
+import { createKvOutputCache } from "@vmp3/adapters/kv-cache";
 import {
   createMetadataApp,
   createMetadataClient,
@@ -44,13 +45,14 @@ export async function runEmbedded(config: EmbeddedEnv): Promise<Running> {
   const tasks = createKvQueue(kv, TASK_QUEUE, ConversionRequested);
   const events = createKvQueue(kv, EVENT_QUEUE, JobEvent);
   const store = createKvJobStore(kv);
+  const cache = createKvOutputCache(kv);
 
-  const metadataApp = createMetadataApp({ store });
+  const metadataApp = createMetadataApp({ store, cache });
   const metadata = createMetadataClient((request) => metadataApp.fetch(request));
   const uploadApp = createUploadApp({ blobs, tasks, metadata, maxUploadBytes: config.MAX_UPLOAD_BYTES });
   const gatewayApp = createGatewayApp({ upload: (request) => uploadApp.fetch(request), metadata });
 
-  const eventConsumer = await startEventConsumer(events, store);
+  const eventConsumer = await startEventConsumer(events, { store, cache });
   const deadTasks = await startDeadTaskConsumer(
     createKvQueue(kv, DEAD_TASK_QUEUE, ConversionRequested),
     store,

@@ -58,7 +58,7 @@ const MAX_TRIES = 20;
  * Waits, up to `timeoutMs`, for a client that has not connected yet: with the offline queue off, a command sent
  * before the first connection would fail at once. A client that is reconnecting after an outage is not waited for.
  */
-function whenConnected(redis: Redis, timeoutMs: number): Promise<void> {
+export function whenConnected(redis: Redis, timeoutMs: number): Promise<void> {
   if (redis.status === "ready") return Promise.resolve();
   if (redis.status === "wait") redis.connect().catch(() => {});
   if (redis.status !== "connecting" && redis.status !== "connect") return Promise.resolve();
@@ -132,3 +132,4 @@ export function createRedisJobStore(redis: Redis, options: RedisJobStoreOptions 
     },
   };
 }
+export { createRedisOutputCache } from "./redis_output_cache.ts";

@@ -30,12 +30,42 @@ export const ALLOWED_DEMUXERS: readonly string[] = [
   "flac",
 ];
 
+/** One audio stream of an input. */
+export interface AudioStreamInfo {
+  /** The stream's absolute index in the file (what `-map 0:N` takes). */
+  index: number;
+  /** ffprobe's codec name, e.g. "aac", "mp3", "flac". */
+  codec: string;
+  /** Number of channels (0 where the container does not say). */
+  channels: number;
+  /** Sample rate in Hz (0 where the container does not say). */
+  sampleRate: number;
+  /** Bitrate in bit/s, where the container states it. */
+  bitrate?: number;
+  /** ISO 639-2 language code from the stream's tags ("und" is left out), lower case. */
+  language?: string;
+  /** Whether the stream has the default disposition. */
+  isDefault: boolean;
+  /** The stream's own title/artist/album/date tags (Ogg and Opus files keep them here, not in the container). */
+  tags: SourceTags;
+}
+
+/** The descriptive tags of a source that a conversion may carry over. */
+export interface SourceTags {
+  title?: string;
+  artist?: string;
+  album?: string;
+  date?: string;
+}
+
 /** What {@linkcode probeInput} learned about an accepted input. */
 export interface ProbeResult {
   /** ffprobe's demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2" or "matroska,webm". */
   format: string;
   /** Duration in seconds; absent where the container does not say (a WebM/MKV written as a stream). */
   duration?: number;
+  /** Bitrate of the whole file in bit/s, where ffprobe knows it. */
+  bitrate?: number;
   /** Number of streams of every kind. */
   streams: number;
   /** Number of audio streams. */
@@ -44,6 +74,22 @@ export interface ProbeResult {
   audioCodec: string;
   /** Bitrate of the first audio stream in bit/s, where the container states it. */
   audioBitrate?: number;
+  /** Channels of the first audio stream, where known. */
+  channels?: number;
+  /** Sample rate of the first audio stream in Hz, where known. */
+  sampleRate?: number;
+  /** Every audio stream, in file order. */
+  audio: AudioStreamInfo[];
+  /** Whether the file has a real video stream (not an attached picture such as cover art). */
+  hasVideo: boolean;
+  /** Duration of the first real video stream in seconds, where known. */
+  videoDuration?: number;
+  /** Absolute index of the first attached picture (cover art), if any. */
+  attachedPicture?: number;
+  /** The container's title/artist/album/date tags. */
+  tags: SourceTags;
+  /** Number of chapters. */
+  chapters: number;
 }
 
 /** Options of {@linkcode probeInput}. */
@@ -89,6 +135,22 @@ const SIGNATURES: { name: string; test: (b: Uint8Array) => boolean }[] = [
 ];
 
 const STDOUT_CAP = 1024 * 1024;
+
+/** The tags a conversion may carry over, and the stream's language. */
+const TAG_KEYS = ["title", "artist", "album", "date"] as const;
+
+/** What ffprobe describes: only what the plan needs, so that the JSON stays small. */
+const SHOW_ENTRIES = [
+  "format=format_name,duration,nb_streams,bit_rate",
+  `format_tags=${TAG_KEYS.join(",")}`,
+  "stream=index,codec_type,codec_name,duration,bit_rate,sample_rate,channels",
+  `stream_tags=language,${TAG_KEYS.join(",")}`,
+  "stream_disposition=default,attached_pic",
+  "chapter=id",
+].join(":");
+
+/** The longest tag value carried over from a source; longer ones are cut. */
+const TAG_MAX = 1024;
 const STDERR_CAP = 64 * 1024;
 
 /**
@@ -116,7 +178,7 @@ export async function probeInput(path: string, options: ProbeOptions): Promise<P
     "-print_format",
     "json",
     "-show_entries",
-    "format=format_name,duration,nb_streams:stream=index,codec_type,codec_name,duration,bit_rate",
+    SHOW_ENTRIES,
     `file:${abs}`,
   ]);
   const stderr = run.stderr.replaceAll(abs, name);
@@ -180,26 +242,102 @@ export async function probeInput(path: string, options: ProbeOptions): Promise<P
     );
   }
 
-  const audioBitrate = Number(audio[0].bit_rate);
+  const audioInfo = audio.map(audioStreamInfo);
+  const video = streamList.filter((s) => s.codec_type === "video");
+  const realVideo = video.find((s) => s.disposition?.attached_pic !== 1);
+  const picture = video.find((s) => s.disposition?.attached_pic === 1);
+  const videoDuration = positive(realVideo?.duration);
+  const bitrate = positive(json.format?.bit_rate);
+  const first = audioInfo[0];
   return {
     format,
     ...(duration === undefined ? {} : { duration }),
+    ...(bitrate === undefined ? {} : { bitrate }),
     streams,
     audioStreams: audio.length,
     audioCodec,
-    ...(Number.isFinite(audioBitrate) && audioBitrate > 0 ? { audioBitrate } : {}),
+    ...(first.bitrate === undefined ? {} : { audioBitrate: first.bitrate }),
+    ...(first.channels > 0 ? { channels: first.channels } : {}),
+    ...(first.sampleRate > 0 ? { sampleRate: first.sampleRate } : {}),
+    audio: audioInfo,
+    hasVideo: realVideo !== undefined,
+    ...(videoDuration === undefined ? {} : { videoDuration }),
+    ...(picture?.index === undefined ? {} : { attachedPicture: picture.index }),
+    tags: tagsOf(json.format?.tags),
+    chapters: json.chapters?.length ?? 0,
   };
 }
 
+type FfprobeStream = NonNullable<FfprobeJson["streams"]>[number];
+
+function audioStreamInfo(stream: FfprobeStream, order: number): AudioStreamInfo {
+  const bitrate = positive(stream.bit_rate);
+  const language = lowerKeys(stream.tags).language?.trim().toLowerCase();
+  return {
+    index: stream.index ?? order,
+    codec: stream.codec_name ?? "unknown",
+    channels: positive(stream.channels) ?? 0,
+    sampleRate: positive(stream.sample_rate) ?? 0,
+    ...(bitrate === undefined ? {} : { bitrate }),
+    ...(language && /^[a-z]{3}$/.test(language) && language !== "und" ? { language } : {}),
+    isDefault: stream.disposition?.default === 1,
+    tags: tagsOf(stream.tags),
+  };
+}
+
+/** The carried-over tags of a tag object whose keys may be in any case (Vorbis comments are upper case). */
+function tagsOf(raw: Record<string, string> | undefined): SourceTags {
+  const tags = lowerKeys(raw);
+  const out: SourceTags = {};
+  for (const key of TAG_KEYS) {
+    // Control characters (other than tab and newline) are dropped: a tag is display text only.
+    const value = tags[key] && withoutControls(tags[key]).trim().slice(0, TAG_MAX);
+    if (value) out[key] = value;
+  }
+  return out;
+}
+
+function withoutControls(text: string): string {
+  return [...text].filter((c) => {
+    const code = c.charCodeAt(0);
+    return code === 9 || code === 10 || (code >= 32 && code !== 127);
+  }).join("");
+}
+
+function lowerKeys(raw: Record<string, string> | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(raw ?? {})) {
+    if (typeof value === "string") out[key.toLowerCase()] ??= value;
+  }
+  return out;
+}
+
+/** A finite positive number from ffprobe's text or number, else undefined. */
+function positive(value: string | number | undefined): number | undefined {
+  const n = Number(value);
+  return value !== undefined && value !== "" && Number.isFinite(n) && n > 0 ? n : undefined;
+}
+
 interface FfprobeJson {
-  format?: { format_name?: string; duration?: string; nb_streams?: number };
+  format?: {
+    format_name?: string;
+    duration?: string;
+    nb_streams?: number;
+    bit_rate?: string;
+    tags?: Record<string, string>;
+  };
   streams?: {
     index?: number;
     codec_type?: string;
     codec_name?: string;
     duration?: string;
     bit_rate?: string;
+    sample_rate?: string;
+    channels?: number;
+    disposition?: { default?: number; attached_pic?: number };
+    tags?: Record<string, string>;
   }[];
+  chapters?: unknown[];
 }
 
 function durationOf(json: FfprobeJson): number | undefined {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type { ErrorCode } from "@vmp3/shared";
 import { probeInput } from "./probe.ts";
-import { makeHlsTrap, makeMedia, type MediaKind } from "./testing/media.ts";
+import { makeHlsTrap, makeMedia, type MediaKind, SOURCE_TAGS } from "./testing/media.ts";
 import { rejectsWith, withDir } from "./testing/helpers.ts";
 
 const LIMITS = { maxDuration: 6 * 3600, maxStreams: 16 };
@@ -138,5 +138,69 @@ Deno.test("probeInput accepts a WebM written as a stream, whose duration is unkn
     });
     assert.equal(result.duration, undefined);
     assert.equal(result.audioCodec, "opus");
+  });
+});
+
+Deno.test("probeInput describes each audio stream: index, codec, channels, rate, language, default", async () => {
+  await withDir(async (dir) => {
+    const result = await probeInput(await makeMedia(dir, "mkv-two-tracks"), LIMITS);
+    assert.deepEqual(result.audio, [
+      {
+        index: 1,
+        codec: "opus",
+        channels: 1,
+        sampleRate: 48000,
+        language: "eng",
+        isDefault: false,
+        tags: {},
+      },
+      { index: 2, codec: "opus", channels: 1, sampleRate: 48000, language: "fra", isDefault: true, tags: {} },
+    ]);
+    assert.equal(result.channels, 1);
+    assert.equal(result.sampleRate, 48000);
+    assert.equal(result.hasVideo, true);
+    // Matroska states no stream durations: the plan then takes the file's.
+    assert.equal(result.videoDuration, undefined);
+    assert.equal(result.attachedPicture, undefined);
+    assert.deepEqual(result.tags, {});
+    assert.equal(result.chapters, 0);
+  });
+});
+
+Deno.test("probeInput tells cover art (an attached picture) from a real video", async () => {
+  await withDir(async (dir) => {
+    const cover = await probeInput(await makeMedia(dir, "mp4-cover"), LIMITS);
+    assert.equal(cover.attachedPicture, 2);
+    assert.equal(cover.hasVideo, true);
+    assert.ok(Math.abs(cover.videoDuration! - 3) < 0.1, `video lasts ${cover.videoDuration}`);
+    const audioOnly = await probeInput(await makeMedia(dir, "mp3-tagged"), LIMITS);
+    assert.equal(audioOnly.hasVideo, false);
+    assert.equal(audioOnly.attachedPicture, undefined);
+  });
+});
+
+Deno.test("probeInput reads the container's tags and counts its chapters", async () => {
+  await withDir(async (dir) => {
+    const result = await probeInput(await makeMedia(dir, "mp4-tagged"), LIMITS);
+    assert.deepEqual(result.tags, SOURCE_TAGS);
+    assert.equal(result.chapters, 3);
+    assert.equal(result.audio[0].bitrate !== undefined && result.audio[0].bitrate > 50_000, true);
+  });
+});
+
+Deno.test("probeInput reads an MP3's stream and an Ogg's upper-case stream tags", async () => {
+  await withDir(async (dir) => {
+    const mp3 = await probeInput(await makeMedia(dir, "mp3-tagged"), LIMITS);
+    assert.equal(mp3.audio[0].codec, "mp3");
+    assert.equal(mp3.audio[0].channels, 2);
+    assert.equal(mp3.audio[0].sampleRate, 44100);
+    assert.ok(Math.abs(mp3.audioBitrate! - 128_000) < 2000, `${mp3.audioBitrate}`);
+    assert.deepEqual(mp3.tags, SOURCE_TAGS);
+    const ogg = await probeInput(await makeMedia(dir, "ogg-tagged"), LIMITS);
+    assert.deepEqual(ogg.tags, {});
+    assert.deepEqual(ogg.audio[0].tags, SOURCE_TAGS);
+    const surround = await probeInput(await makeMedia(dir, "flac-7.1"), LIMITS);
+    assert.equal(surround.channels, 8);
+    assert.ok(surround.bitrate! > 0, "the file's bitrate");
   });
 });

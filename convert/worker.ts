@@ -12,8 +12,10 @@ import {
   type JobEvent,
   type Outcome,
   type Queue,
+  sha256Tap,
   type Subscription,
 } from "@vmp3/shared";
+import { planConversion } from "./plan.ts";
 import { probeInput } from "./probe.ts";
 import { transcode } from "./transcode.ts";
 
@@ -61,10 +63,14 @@ export interface WorkerDeps {
 /** About five minutes of tries. */
 const RETRY_DELAYS_MS = [1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 60_000, 60_000, 60_000];
 
-/** Failures that trying again cannot mend: the input's, and FFmpeg's own (a crash or its time cap). */
+/**
+ * Failures that trying again cannot mend: the input's, options the input cannot honour (a missing track, a
+ * cover time past the end), and FFmpeg's own (a crash or its time cap).
+ */
 function isFinal(error: unknown): error is AppError {
   return error instanceof AppError &&
-    (INPUT_ERROR_CODES.includes(error.code) || error.code === "conversion_failed");
+    (INPUT_ERROR_CODES.includes(error.code) || error.code === "invalid_option" ||
+      error.code === "conversion_failed");
 }
 
 /** Creates the function that handles one task and says what to do with its message. */
@@ -128,25 +134,36 @@ export function createTaskHandler(deps: WorkerDeps): (task: ConversionRequested)
         maxDuration: limits.maxDuration,
         maxStreams: limits.maxStreams,
       });
-      await events.publish({ type: "job.started", version: 1, jobId, at: at(), duration: probe.duration });
+      const plan = planConversion(probe, task.options);
+      await events.publish({
+        type: "job.started",
+        version: 1,
+        jobId,
+        at: at(),
+        duration: plan.duration ?? probe.duration,
+      });
 
       let reported = 0;
       let lastSent = 0;
       let sending = Promise.resolve();
       await transcode(inputPath, outputPath, {
+        plan,
+        workDir: dir,
         name: task.filename,
         ffmpegPath: limits.ffmpegPath,
-        bitrate: task.options.bitrate,
-        duration: probe.duration,
         maxDuration: limits.maxDuration,
         timeoutMs: limits.timeoutMs,
-        onProgress(fraction) {
+        onProgress({ fraction, speed, eta }) {
           const progress = Math.min(0.99, Math.round(fraction * 1000) / 1000);
           if (progress <= reported || Date.now() - lastSent < progressEveryMs) return;
           reported = progress;
           lastSent = Date.now();
+          const detail = {
+            ...(speed === undefined ? {} : { speed: Math.round(speed * 100) / 100 }),
+            ...(eta === undefined ? {} : { eta: Math.round(eta * 10) / 10 }),
+          };
           sending = sending.then(() =>
-            events.publish({ type: "job.progress", version: 1, jobId, at: at(), progress })
+            events.publish({ type: "job.progress", version: 1, jobId, at: at(), progress, ...detail })
           ).catch((error) => console.error(`Progress of job ${jobId} was not reported:`, error));
         },
       });
@@ -155,13 +172,17 @@ export function createTaskHandler(deps: WorkerDeps): (task: ConversionRequested)
       const result = await probeInput(outputPath, {
         ffprobePath: limits.ffprobePath,
         maxDuration: Number.MAX_SAFE_INTEGER,
-        maxStreams: 1,
+        maxStreams: 2, // the audio, and the cover picture if there is one
       });
-      const stat = await Deno.stat(outputPath);
       // An MP3 from ffmpeg always states its duration (its Xing header); 0 would mean the file is empty.
       const duration = result.duration ?? 0;
+      // Hashed on its way into storage: the MP3 is read once.
+      const tap = sha256Tap();
       const output = await Deno.open(outputPath, { read: true });
-      const { size } = await blobs.put(task.outputKey, output.readable, { contentType: "audio/mpeg" });
+      const { size } = await blobs.put(task.outputKey, output.readable.pipeThrough(tap.stream), {
+        contentType: "audio/mpeg",
+      });
+      const audio = result.audio[0];
       await events.publish({
         type: "job.done",
         version: 1,
@@ -169,15 +190,27 @@ export function createTaskHandler(deps: WorkerDeps): (task: ConversionRequested)
         at: at(),
         output: {
           key: task.outputKey,
+          codec: "mp3",
           size,
           duration,
-          bitrate: result.audioBitrate ?? (duration > 0 ? Math.round((stat.size * 8) / duration) : 0),
+          bitrate: audioBitrate(audio?.bitrate, size, duration),
+          ...(plan.encoder?.mode === "vbr" ? { quality: plan.encoder.quality } : {}),
+          sampleRate: audio?.sampleRate ?? plan.sampleRate,
+          channels: audio?.channels ?? plan.channels,
+          sha256: tap.digest(),
+          method: plan.method,
         },
       });
     } finally {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   }
+}
+
+/** The MP3's average bitrate in bit/s: as ffprobe read it, else from the file's size (which includes the tags). */
+function audioBitrate(probed: number | undefined, size: number, duration: number): number {
+  if (probed) return Math.round(probed);
+  return duration > 0 ? Math.round((size * 8) / duration) : 0;
 }
 
 /** Consumes `tasks`, running at most `concurrency` conversions at once. */

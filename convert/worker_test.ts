@@ -79,9 +79,40 @@ Deno.test("worker converts a task, stores the MP3 under its key, reports started
   assert.equal(types.at(-1), "job.done");
   assert.ok(types.includes("job.progress"), `no progress among ${types}`);
   const done = (await t.published()).at(-1) as Extract<JobEvent, { type: "job.done" }>;
-  assert.equal(done.output.bitrate, 128_000);
-  assert.equal(done.output.size, (await t.blobs.head(task.outputKey))?.size);
+  const { output } = done;
+  assert.deepEqual(
+    [output.codec, output.bitrate, output.method, output.quality, output.sampleRate, output.channels],
+    ["mp3", 128_000, "encode", undefined, 44100, 1],
+  );
+  assert.ok(Math.abs(output.duration - 4) < 0.1, `duration ${output.duration}`);
+  const stored = await t.blobs.get(task.outputKey);
+  const bytes = new Uint8Array(await new Response(stored?.body).arrayBuffer());
+  assert.equal(output.size, bytes.length);
+  const sha256 = Array.from(
+    new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)),
+    (b) => b.toString(16).padStart(2, "0"),
+  ).join("");
+  assert.equal(output.sha256, sha256, "the recorded sha256 is the stored MP3's");
+  const progress = (await t.published()).filter((e) => e.type === "job.progress");
+  assert.ok(
+    progress.some((e) =>
+      e.type === "job.progress" && e.speed !== undefined && e.speed > 0 && e.eta !== undefined
+    ),
+    `no speed and ETA in ${JSON.stringify(progress)}`,
+  );
   assert.deepEqual([...Deno.readDirSync(`${t.root}/work`)], [], "the work folder is cleaned up");
+  await t.close();
+});
+
+Deno.test("worker fails a job whose options the input cannot honour with invalid_option, and acks", async () => {
+  const t = await setup();
+  const task = { ...t.task(), options: { audio_track: "fra" } };
+  await store(t.blobs, task.inputKey, await makeMedia(t.root, "mp4"));
+  assert.equal(await t.handle(task), "ack");
+  const last = (await t.published()).at(-1);
+  assert.equal(last?.type === "job.failed" && last.error.code, "invalid_option");
+  assert.match(last?.type === "job.failed" ? last.error.message : "", /audio_track/);
+  assert.equal(await t.blobs.head(task.outputKey), null);
   await t.close();
 });
 

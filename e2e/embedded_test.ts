@@ -196,3 +196,29 @@ Deno.test("embedded: kill -9 mid-conversion and a restart lose no job; the queue
     await Deno.remove(dataDir, { recursive: true });
   }
 });
+
+Deno.test("embedded: the job's progress grows from 0 to 1 with speed and ETA, over SSE and in the job JSON", async () => {
+  const media = await Deno.makeTempDir();
+  const app = await start();
+  try {
+    const source = await makeMedia(media, "flac", { seconds: 600 });
+    const created = await postFile(`${app.url}/v1/jobs?bitrate=320`, source, "long.flac");
+    const { id } = await created.json();
+    const events = await fetch(`${app.url}/v1/jobs/${id}/events`);
+    const jobs = [...(await events.text()).matchAll(/^data: (.*)$/gm)].map((m) => JSON.parse(m[1]));
+    const progress = jobs.map((j) => j.progress as number);
+    assert.deepEqual(progress, [...progress].sort((a, b) => a - b), "progress never goes back");
+    assert.equal(jobs.at(-1).status, "done");
+    assert.equal(progress.at(-1), 1);
+    const midway = jobs.filter((j) => j.status === "converting" && j.progress > 0 && j.progress < 1);
+    assert.ok(midway.length > 0, `no progress between 0 and 1 in ${JSON.stringify(progress)}`);
+    for (const job of midway) {
+      assert.ok(job.speed > 1, `speed ${job.speed}: FFmpeg converts faster than real time`);
+      assert.ok(job.eta >= 0 && job.eta < 600, `eta ${job.eta}`);
+    }
+    assert.equal("speed" in jobs.at(-1) || "eta" in jobs.at(-1), false, "a finished job has no speed or ETA");
+  } finally {
+    await app.stop();
+    await Deno.remove(media, { recursive: true });
+  }
+});

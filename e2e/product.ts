@@ -4,6 +4,7 @@
  * @module
  */
 import { createS3BlobStore } from "@vmp3/adapters/s3";
+import { createRedisClient } from "@vmp3/adapters/redis";
 import { serviceArgs, type ServiceName } from "../scripts/services.ts";
 
 function required(name: string): string {
@@ -31,6 +32,12 @@ export interface Service {
 /** Starts the real-mode product: four services (and `workers` Convert workers), each its own process. */
 export async function startProduct(workers = 1, extraEnv: Record<string, string> = {}) {
   const dir = await Deno.makeTempDir({ prefix: "vmp3-real-" });
+  // Each product gets its own bucket, so it starts with an empty Redis too: a content-cache entry left by an
+  // earlier test would name an MP3 in that test's bucket. (Test files run one at a time.)
+  const redis = createRedisClient(required("TEST_REDIS_URL"));
+  await redis.connect();
+  await redis.flushdb();
+  redis.disconnect();
   const ports = { gateway: freePort(), upload: freePort(), metadata: freePort() };
   const bucket = `vmp3-e2e-${crypto.randomUUID().slice(0, 8)}`;
   const common = {

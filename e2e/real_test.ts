@@ -4,7 +4,7 @@
  * (scripts/services.ts), driven through the Gateway's public API with real FFmpeg.
  */
 import assert from "node:assert/strict";
-import { makeHlsTrap, makeMedia } from "../convert/testing/media.ts";
+import { audioDuration, containsBytes, makeHlsTrap, makeMedia, probeJson } from "../convert/testing/media.ts";
 import { serviceArgs, type ServiceName } from "../scripts/services.ts";
 import { startProduct } from "./product.ts";
 import { DEFAULT_SETPRIV } from "../convert/ffmpeg_check.ts";
@@ -203,5 +203,121 @@ Deno.test("real: an upload over the limit is 413 mid-stream, and S3 keeps no obj
     throw error;
   } finally {
     await product.stop();
+  }
+});
+
+async function sha256Hex(bytes: Uint8Array): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new Uint8Array(bytes));
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Follows a job's download (a presigned redirect) and returns the MP3's bytes, also written to `path`. */
+async function downloadMp3(base: string, id: string, path: string): Promise<Uint8Array> {
+  const response = await fetch(`${base}/v1/jobs/${id}/download`);
+  assert.equal(response.status, 200, await response.clone().text());
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  await Deno.writeFile(path, bytes);
+  return bytes;
+}
+
+Deno.test("real: options and tags shape the MP3, an MP3 source is copied, and the same upload again is done at once from the cache with no worker running", async () => {
+  const media = await Deno.makeTempDir();
+  const product = await startProduct(1);
+  try {
+    const source = await Deno.readFile(await makeMedia(media, "mp4", { seconds: 4 }));
+    const form = (fields: Record<string, string>) => {
+      const data = new FormData();
+      for (const [name, value] of Object.entries(fields)) data.append(name, value);
+      data.append("file", new File([source], "clip.mp4"));
+      return data;
+    };
+    const fields = { quality: "4", title: "Été — live", artist: "vmp3", start: "0.5", end: "3" };
+    const created = await fetch(`${product.url}/v1/jobs?id3v2_version=4`, {
+      method: "POST",
+      body: form(fields),
+    });
+    assert.equal(created.status, 202);
+    const first = await waitForJob(product.url, (await created.json()).id);
+    const output = first.output as Record<string, unknown>;
+    assert.equal(first.status, "done", JSON.stringify(first));
+    assert.deepEqual(
+      [output.codec, output.method, output.quality, first.cached],
+      ["mp3", "encode", 4, undefined],
+    );
+    assert.deepEqual(first.options, {
+      quality: 4,
+      title: "Été — live",
+      artist: "vmp3",
+      start: 0.5,
+      end: 3,
+      id3v2_version: 4,
+    });
+    const bytes = await downloadMp3(product.url, String(first.id), `${media}/first.mp3`);
+    assert.equal(output.sha256, await sha256Hex(bytes), "the job's sha256 is the MP3's");
+    assert.equal(output.size, bytes.length);
+    assert.deepEqual([bytes[0], bytes[1], bytes[2], bytes[3]], [0x49, 0x44, 0x33, 4], "ID3v2.4");
+    const probe = await probeJson(`${media}/first.mp3`);
+    const tags = probe.format.tags as Record<string, string>;
+    assert.deepEqual([tags.title, tags.artist], ["Été — live", "vmp3"]);
+    const duration = await audioDuration(`${media}/first.mp3`);
+    assert.ok(Math.abs(duration - 2.5) <= 0.1, `trimmed to ${duration} s, not 2.5 s`);
+    assert.ok(
+      containsBytes(bytes.subarray(0, 8192), new TextEncoder().encode("Xing")),
+      "a VBR (Xing) header",
+    );
+
+    // An AVI whose audio is MP3 already: copied as it is.
+    const avi = await postFile(`${product.url}/v1/jobs`, await makeMedia(media, "avi"), "clip.avi");
+    const copied = await waitForJob(product.url, (await avi.json()).id);
+    assert.equal((copied.output as Record<string, unknown>).method, "copy", JSON.stringify(copied));
+
+    // No worker from here on: whatever is done now was done without FFmpeg.
+    const worker = product.services.find((s) => s.name === "convert-1")!;
+    worker.process.kill("SIGTERM");
+    await worker.process.status;
+
+    const again = await fetch(`${product.url}/v1/jobs?id3v2_version=4`, {
+      method: "POST",
+      body: form(fields),
+    });
+    assert.equal(again.status, 202);
+    const cached = await again.json();
+    assert.deepEqual(
+      [cached.status, cached.cached, cached.progress],
+      ["done", true, 1],
+      JSON.stringify(cached),
+    );
+    assert.equal(cached.output.sha256, output.sha256);
+    assert.notEqual(cached.id, first.id);
+    assert.deepEqual(await downloadMp3(product.url, cached.id, `${media}/cached.mp3`), bytes, "the same MP3");
+
+    const converted = await fetch(`${product.url}/v1/convert?id3v2_version=4`, {
+      method: "POST",
+      body: form(fields),
+    });
+    assert.equal(converted.status, 200);
+    assert.deepEqual(
+      new Uint8Array(await converted.arrayBuffer()),
+      bytes,
+      "/v1/convert answers from the cache",
+    );
+
+    const other = await fetch(`${product.url}/v1/jobs`, {
+      method: "POST",
+      body: form({ ...fields, quality: "5" }),
+    });
+    const queued = await other.json();
+    assert.equal(queued.status, "queued", "other options are another conversion, waiting for a worker");
+    assert.deepEqual(
+      (await product.storage.list("outputs/")).sort(),
+      [`outputs/${first.id}.mp3`, `outputs/${copied.id}.mp3`].sort(),
+      "the cached jobs made no MP3 of their own",
+    );
+  } catch (error) {
+    console.error(await product.logs());
+    throw error;
+  } finally {
+    await product.stop();
+    await Deno.remove(media, { recursive: true });
   }
 });

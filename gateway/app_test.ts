@@ -8,6 +8,7 @@ function metadataWith(job: PublicJob | null): MetadataClient {
   return {
     createJob: () => Promise.reject(new Error("not used")),
     getJob: () => Promise.resolve(job),
+    outputKey: () => Promise.reject(new Error("not used")),
     postEvent: () => Promise.resolve(),
     events: () =>
       Promise.resolve(new Response("data: {}\n\n", { headers: { "content-type": "text/event-stream" } })),

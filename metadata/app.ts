@@ -3,7 +3,6 @@ import { Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import {
   AppError,
-  applyEvent,
   createJob,
   isFinal,
   type Job,
@@ -12,12 +11,16 @@ import {
   NewJob,
   onError,
   onNotFound,
+  type OutputCache,
   publicJob,
 } from "@vmp3/shared";
+import { recordEvent } from "./record_event.ts";
 
 /** What the Metadata app needs. */
 export interface MetadataAppDeps {
   store: JobStore;
+  /** Outputs by content, so that a job asking for an existing output is done at once. */
+  cache: OutputCache;
   /** How often an event stream looks for changes, in ms. */
   pollMs?: number;
   now?: () => Date;
@@ -40,7 +43,7 @@ async function mustGet(store: JobStore, id: string): Promise<Job> {
 
 /** Creates the Metadata HTTP app over `store`. */
 export function createMetadataApp(deps: MetadataAppDeps): Hono {
-  const { store, pollMs = 250, now = () => new Date() } = deps;
+  const { store, cache, pollMs = 250, now = () => new Date() } = deps;
   const app = new Hono();
   app.onError(onError);
   app.notFound(onNotFound);
@@ -52,19 +55,28 @@ export function createMetadataApp(deps: MetadataAppDeps): Hono {
     if (!parsed.success) {
       throw new AppError("invalid_request", `Invalid job: ${parsed.error.issues[0].message}`);
     }
-    const job = createJob(parsed.data, now());
+    const init = parsed.data;
+    const cached = init.cacheKey ? await guard(cache.claim(init.cacheKey, init.id)) : null;
+    const job = createJob(init, now(), cached ?? undefined);
     if (await guard(store.insert(job))) return c.json(publicJob(job), 201);
     return c.json(publicJob(await mustGet(store, job.id)), 200);
   });
 
   app.get("/jobs/:id", async (c) => c.json(publicJob(await mustGet(store, c.req.param("id")))));
 
+  // Internal: where a job's MP3 is stored (a cached job shares another job's file), for the Upload service.
+  app.get("/jobs/:id/output", async (c) => {
+    const job = await mustGet(store, c.req.param("id"));
+    if (job.status !== "done" || !job.output) throw new AppError("not_ready", `Job ${job.id} has no MP3`);
+    return c.json({ key: job.output.key });
+  });
+
   app.post("/jobs/:id/events", async (c) => {
     const parsed = JobEvent.safeParse(await c.req.json().catch(() => null));
     if (!parsed.success || parsed.data.jobId !== c.req.param("id")) {
       throw new AppError("invalid_request", "The body is not a job event for this job");
     }
-    const job = await guard(store.update(parsed.data.jobId, (job) => applyEvent(job, parsed.data)));
+    const job = await guard(recordEvent({ store, cache }, parsed.data));
     if (!job) throw new AppError("not_found", `There is no job ${JSON.stringify(parsed.data.jobId)}`);
     return c.json(publicJob(job));
   });

@@ -1,14 +1,31 @@
 import assert from "node:assert/strict";
 import { createKvJobStore } from "@vmp3/adapters/kv-jobs";
+import { createKvOutputCache } from "@vmp3/adapters/kv-cache";
 import type { JobEvent } from "@vmp3/shared";
 import { createMetadataApp } from "./app.ts";
 
 const id = "1b9d6bcd-bbfd-4b2d-9b5d-ab8dfbbd4bed";
+const OUTPUT = {
+  key: "k",
+  codec: "mp3",
+  size: 10,
+  duration: 3,
+  bitrate: 192000,
+  sampleRate: 44100,
+  channels: 2,
+  sha256: "d".repeat(64),
+  method: "encode",
+} as const;
 const at = (s: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, s)).toISOString();
 
 async function setup() {
   const kv = await Deno.openKv(":memory:");
-  const app = createMetadataApp({ store: createKvJobStore(kv), pollMs: 10, now: () => new Date(at(0)) });
+  const app = createMetadataApp({
+    store: createKvJobStore(kv),
+    cache: createKvOutputCache(kv),
+    pollMs: 10,
+    now: () => new Date(at(0)),
+  });
   const post = (path: string, body: unknown) =>
     app.request(path, {
       method: "POST",
@@ -53,7 +70,7 @@ Deno.test("Events move a job forward only: a late progress or start never undoes
       version: 1,
       jobId: id,
       at: at(3),
-      output: { key: "k", size: 10, duration: 3, bitrate: 192000 },
+      output: OUTPUT,
     },
     { type: "job.progress", version: 1, jobId: id, at: at(4), progress: 0.7 },
     { type: "job.started", version: 1, jobId: id, at: at(5), duration: 3 },
@@ -62,7 +79,8 @@ Deno.test("Events move a job forward only: a late progress or start never undoes
   let last;
   for (const event of events) last = await (await post(`/jobs/${id}/events`, event)).json();
   assert.deepEqual([last.status, last.progress, last.updatedAt, last.error], ["done", 1, at(3), undefined]);
-  assert.deepEqual(last.output, { size: 10, duration: 3, bitrate: 192000 }, "the storage key is not shown");
+  assert.equal(last.output.size, 10);
+  assert.equal("key" in last.output, false, "the storage key is not shown");
   kv.close();
 });
 
@@ -85,5 +103,35 @@ Deno.test("GET /jobs/:id/events streams each change and closes after the final s
   const text = await reading; // resolves only because the stream closes after "failed"
   const statuses = [...text.matchAll(/^data: (.*)$/gm)].map((m) => JSON.parse(m[1]).status);
   assert.deepEqual(statuses, ["queued", "converting", "failed"]);
+  kv.close();
+});
+
+Deno.test("a job asking for an output an earlier job made is done at once, marked cached, sharing its MP3", async () => {
+  const { kv, app, post } = await setup();
+  const cacheKey = "e".repeat(64);
+  const input = { filename: "clip.mp4", size: 5, sha256: "f".repeat(64) };
+  await post("/jobs", { id, input, options: { bitrate: 128 }, cacheKey });
+  assert.equal((await app.request(`/jobs/${id}/output`)).status, 409, "no MP3 before it is done");
+  const second = crypto.randomUUID();
+  const early = await (await post("/jobs", { id: second, input, cacheKey })).json();
+  assert.deepEqual([early.status, early.cached], ["queued", undefined], "nothing to reuse yet");
+
+  const output = { ...OUTPUT, key: `outputs/${id}.mp3` };
+  await post(`/jobs/${id}/events`, { type: "job.done", version: 1, jobId: id, at: at(3), output });
+  const third = crypto.randomUUID();
+  const response = await post("/jobs", { id: third, input, options: { bitrate: 128 }, cacheKey });
+  assert.equal(response.status, 201);
+  const job = await response.json();
+  assert.deepEqual([job.status, job.progress, job.cached, job.output.sha256], [
+    "done",
+    1,
+    true,
+    OUTPUT.sha256,
+  ]);
+  assert.equal("cacheKey" in job, false, "the cache key is internal");
+  assert.deepEqual(await (await app.request(`/jobs/${third}/output`)).json(), { key: `outputs/${id}.mp3` });
+  const other = await (await post("/jobs", { id: crypto.randomUUID(), input, cacheKey: "0".repeat(64) }))
+    .json();
+  assert.equal(other.status, "queued", "other options or bytes are another output");
   kv.close();
 });

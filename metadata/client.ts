@@ -17,6 +17,8 @@ export interface MetadataClient {
   createJob(job: NewJob): Promise<PublicJob>;
   /** The job, or null if there is none. */
   getJob(id: string): Promise<PublicJob | null>;
+  /** Where the job's MP3 is stored; null if the job is unknown or has no MP3. */
+  outputKey(id: string): Promise<string | null>;
   /** Applies an event to a job. */
   postEvent(event: JobEvent): Promise<void>;
   /** The raw HTTP response of a job's SSE stream. */
@@ -55,6 +57,16 @@ export function createMetadataClient(fetcher: Fetcher): MetadataClient {
       }
       if (!response.ok) throw await failure(response);
       return await response.json();
+    },
+    async outputKey(id) {
+      const response = await call(`/jobs/${encodeURIComponent(id)}/output`);
+      if (response.status === 404 || response.status === 409) {
+        await response.body?.cancel();
+        return null;
+      }
+      if (!response.ok) throw await failure(response);
+      const { key } = await response.json();
+      return typeof key === "string" ? key : null;
     },
     async postEvent(event) {
       const response = await call(`/jobs/${encodeURIComponent(event.jobId)}/events`, {

@@ -1,5 +1,6 @@
 /** Metadata's consumer of job events: the only path by which Convert's reports reach job state. */
-import { applyEvent, type JobEvent, type JobStore, type Queue, type Subscription } from "@vmp3/shared";
+import type { JobEvent, Queue, Subscription } from "@vmp3/shared";
+import { type EventSink, recordEvent } from "./record_event.ts";
 
 /** Settings of the event consumer. */
 export interface EventConsumerOptions {
@@ -14,17 +15,17 @@ export interface EventConsumerOptions {
 
 const DEFAULT_DELAYS = [100, 250, 500, 1000, 2000, 5000, ...Array(55).fill(5000)]; // about 5 minutes in all
 
-/** Applies each event from `events` to `store`, forward only; an event is acked only once it is stored. */
+/** Records each event from `events` (see recordEvent); an event is acked only once it is stored. */
 export function startEventConsumer(
   events: Queue<JobEvent>,
-  store: JobStore,
+  sink: EventSink,
   options: EventConsumerOptions = {},
 ): Promise<Subscription> {
   const delays = options.retryDelaysMs ?? DEFAULT_DELAYS;
   return events.consume(async (event) => {
     for (let attempt = 0;; attempt++) {
       try {
-        const job = await store.update(event.jobId, (job) => applyEvent(job, event));
+        const job = await recordEvent(sink, event);
         if (!job) console.error(`Dropping ${event.type} for unknown job ${event.jobId}`);
         return "ack";
       } catch (error) {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createJob, EVENT_QUEUE, JobEvent, type JobStore } from "@vmp3/shared";
 import { createKvJobStore } from "@vmp3/adapters/kv-jobs";
+import { createKvOutputCache } from "@vmp3/adapters/kv-cache";
 import { createKvQueue } from "@vmp3/adapters/kv-queue";
 import { startEventConsumer } from "./event_consumer.ts";
 
@@ -10,7 +11,17 @@ const done: JobEvent = {
   version: 1,
   jobId: id,
   at: new Date().toISOString(),
-  output: { key: "outputs/x.mp3", size: 10, duration: 1, bitrate: 128000 },
+  output: {
+    key: "outputs/x.mp3",
+    codec: "mp3",
+    size: 10,
+    duration: 1,
+    bitrate: 128000,
+    sampleRate: 44100,
+    channels: 2,
+    sha256: "d".repeat(64),
+    method: "encode",
+  },
 };
 
 async function until(check: () => Promise<boolean>, ms = 3000) {
@@ -21,15 +32,17 @@ async function until(check: () => Promise<boolean>, ms = 3000) {
   }
 }
 
-Deno.test("the event consumer stores each event and acks it", async () => {
+Deno.test("the event consumer stores each event, offers a finished output to the cache, and acks", async () => {
   const kv = await Deno.openKv(":memory:");
   const store = createKvJobStore(kv);
-  await store.insert(createJob({ id, input: { filename: "a.mp4", size: 1 } }, new Date()));
+  await store.insert(createJob({ id, input: { filename: "a.mp4", size: 1 }, cacheKey: "c1" }, new Date()));
   const events = createKvQueue(kv, EVENT_QUEUE, JobEvent, { pollMs: 10 });
-  const sub = await startEventConsumer(events, store);
+  const cache = createKvOutputCache(kv);
+  const sub = await startEventConsumer(events, { store, cache });
   await events.publish(done);
   await until(async () => (await store.get(id))?.status === "done");
   await until(async () => (await Array.fromAsync(kv.list({ prefix: ["queue", EVENT_QUEUE] }))).length === 0);
+  assert.equal((await cache.claim("c1", crypto.randomUUID()))?.key, "outputs/x.mp3");
   await sub.close();
   kv.close();
 });
@@ -45,7 +58,9 @@ Deno.test("the event consumer holds an event while the store fails, and stores i
       failures-- > 0 ? Promise.reject(new Error("Redis is down")) : real.update(jobId, change),
   };
   const events = createKvQueue(kv, EVENT_QUEUE, JobEvent, { pollMs: 10, deliveryLimit: 1 });
-  const sub = await startEventConsumer(events, flaky, { retryDelaysMs: [5, 5, 5, 5] });
+  const sub = await startEventConsumer(events, { store: flaky, cache: createKvOutputCache(kv) }, {
+    retryDelaysMs: [5, 5, 5, 5],
+  });
   await events.publish(done);
   await until(async () => (await real.get(id))?.status === "done");
   await sub.close();

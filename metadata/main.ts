@@ -12,7 +12,7 @@ import {
   parseEnv,
 } from "@vmp3/shared";
 import { createRabbitBroker } from "@vmp3/adapters/rabbitmq";
-import { createRedisClient, createRedisJobStore } from "@vmp3/adapters/redis";
+import { createRedisClient, createRedisJobStore, createRedisOutputCache } from "@vmp3/adapters/redis";
 import { createMetadataApp } from "./app.ts";
 import { startEventConsumer } from "./event_consumer.ts";
 import { startDeadTaskConsumer } from "./dead_task_consumer.ts";
@@ -23,12 +23,13 @@ export async function run(config: MetadataEnv) {
   const redis = createRedisClient(config.REDIS_URL);
   const broker = createRabbitBroker(config.RABBITMQ_URL, { name: "metadata" });
   const store = createRedisJobStore(redis);
-  const consumer = await startEventConsumer(broker.queue(EVENT_QUEUE, JobEvent), store);
+  const cache = createRedisOutputCache(redis);
+  const consumer = await startEventConsumer(broker.queue(EVENT_QUEUE, JobEvent), { store, cache });
   const deadTasks = await startDeadTaskConsumer(
     broker.queue(DEAD_TASK_QUEUE, ConversionRequested, { deadLetterQueue: true }),
     store,
   );
-  const app = createMetadataApp({ store });
+  const app = createMetadataApp({ store, cache });
   return serveUntilSignal(app, config, async () => {
     await consumer.close();
     await deadTasks.close();

@@ -1,6 +1,7 @@
 /** A conversion job: its record, its states, and the one rule for moving between them. */
 import { z } from "zod";
 import type { JobEvent } from "./messages.ts";
+import { ConversionOptions } from "./options.ts";
 
 /** Where a job is in its life. Moves only forward: queued -> converting -> done | failed. */
 export const JobStatus = z.enum(["queued", "converting", "done", "failed"]);
@@ -16,10 +17,22 @@ export function isFinal(status: JobStatus): boolean {
 
 /** Facts about the MP3 a job produced. */
 export const JobOutput = z.object({
+  /** Where the MP3 is stored; internal, never shown. A cached job shares the key of the job that made it. */
   key: z.string(),
+  codec: z.literal("mp3"),
   size: z.number().int().nonnegative(),
+  /** Seconds. */
   duration: z.number().nonnegative(),
+  /** Average bitrate of the audio, in bit/s. */
   bitrate: z.number().int().nonnegative(),
+  /** LAME VBR quality (0-9), where the MP3 was encoded with variable bitrate. */
+  quality: z.number().int().min(0).max(9).optional(),
+  sampleRate: z.number().int().positive(),
+  channels: z.number().int().positive(),
+  /** Hex sha256 of the MP3 file. */
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  /** "copy": the source's MP3 audio was copied as it was; "encode": it was encoded. */
+  method: z.enum(["copy", "encode"]),
 });
 /** Facts about the MP3 a job produced. */
 export type JobOutput = z.infer<typeof JobOutput>;
@@ -36,7 +49,19 @@ export const Job = z.object({
     filename: z.string(),
     size: z.number().int().nonnegative(),
     duration: z.number().nonnegative().optional(),
+    /** Hex sha256 of the uploaded bytes, computed while they streamed in. */
+    sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
   }),
+  /** The options the job was asked with (absent ones take their defaults). */
+  options: ConversionOptions.optional(),
+  /** Conversion speed as a multiple of real time, while converting. */
+  speed: z.number().nonnegative().optional(),
+  /** Seconds until the conversion is expected to end, while converting. */
+  eta: z.number().nonnegative().optional(),
+  /** The content-cache key of the output this job asks for (internal, never shown). */
+  cacheKey: z.string().optional(),
+  /** True when the job was done at once from an earlier job's identical output (same bytes, same options). */
+  cached: z.boolean().optional(),
   output: JobOutput.optional(),
   error: z.object({ code: z.string(), message: z.string() }).optional(),
   createdAt: z.iso.datetime(),
@@ -46,13 +71,27 @@ export const Job = z.object({
 export type Job = z.infer<typeof Job>;
 
 /** A new job, as the Upload service asks Metadata to record it. */
-export const NewJob = Job.pick({ id: true, input: true });
+export const NewJob = Job.pick({ id: true, input: true, options: true, cacheKey: true });
 /** A new job, as the Upload service asks Metadata to record it. */
 export type NewJob = z.infer<typeof NewJob>;
 
-/** The record of a job just accepted. */
-export function createJob(init: NewJob, now: Date): Job {
+/**
+ * The record of a job just accepted: queued, or already done when an identical earlier output (`cached`) is
+ * reused.
+ */
+export function createJob(init: NewJob, now: Date, cached?: JobOutput): Job {
   const at = now.toISOString();
+  if (cached) {
+    return {
+      ...init,
+      status: "done",
+      progress: 1,
+      cached: true,
+      output: cached,
+      createdAt: at,
+      updatedAt: at,
+    };
+  }
   return { ...init, status: "queued", progress: 0, createdAt: at, updatedAt: at };
 }
 
@@ -76,11 +115,25 @@ export function applyEvent(job: Job, event: JobEvent): Job {
       };
     case "job.progress":
       if (event.progress <= job.progress) return job;
-      return { ...job, status: "converting", progress: Math.min(event.progress, 1), updatedAt };
+      return {
+        ...job,
+        status: "converting",
+        progress: Math.min(event.progress, 1),
+        speed: event.speed,
+        eta: event.eta,
+        updatedAt,
+      };
     case "job.done":
-      return { ...job, status: "done", progress: 1, output: event.output, error: undefined, updatedAt };
+      return {
+        ...withoutProgressDetail(job),
+        status: "done",
+        progress: 1,
+        output: event.output,
+        error: undefined,
+        updatedAt,
+      };
     case "job.failed":
-      return { ...job, status: "failed", error: event.error, updatedAt };
+      return { ...withoutProgressDetail(job), status: "failed", error: event.error, updatedAt };
     default: {
       const never: never = event;
       throw new Error(`Unknown job event ${JSON.stringify(never)}`);
@@ -88,9 +141,16 @@ export function applyEvent(job: Job, event: JobEvent): Job {
   }
 }
 
-/** The job as the public API shows it (the storage key of the output is internal). */
-export function publicJob(job: Job): Omit<Job, "output"> & { output?: Omit<JobOutput, "key"> } {
-  const { output, ...rest } = job;
+function withoutProgressDetail(job: Job): Job {
+  const { speed: _speed, eta: _eta, ...rest } = job;
+  return rest;
+}
+
+/** The job as the public API shows it (the storage key of the output and the cache key are internal). */
+export function publicJob(
+  job: Job,
+): Omit<Job, "output" | "cacheKey"> & { output?: Omit<JobOutput, "key"> } {
+  const { output, cacheKey: _cacheKey, ...rest } = job;
   if (!output) return rest;
   const { key: _key, ...shown } = output;
   return { ...rest, output: shown };

@@ -6,19 +6,30 @@ const id = "9b2e4f70-1c3d-4e5f-8a9b-0c1d2e3f4a5b";
 const at = (s: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, s)).toISOString();
 const fresh = (): Job => createJob({ id, input: { filename: "a.mp4", size: 1 } }, new Date(at(0)));
 const started: JobEvent = { type: "job.started", version: 1, jobId: id, at: at(1), duration: 4 };
-const progress = (p: number, s = 2): JobEvent => ({
+const progress = (p: number, s = 2, detail: { speed?: number; eta?: number } = {}): JobEvent => ({
   type: "job.progress",
   version: 1,
   jobId: id,
   at: at(s),
   progress: p,
+  ...detail,
 });
 const done: JobEvent = {
   type: "job.done",
   version: 1,
   jobId: id,
   at: at(5),
-  output: { key: "o", size: 9, duration: 4, bitrate: 1 },
+  output: {
+    key: "o",
+    codec: "mp3",
+    size: 9,
+    duration: 4,
+    bitrate: 1,
+    sampleRate: 44100,
+    channels: 2,
+    sha256: "b".repeat(64),
+    method: "encode",
+  },
 };
 const failed: JobEvent = {
   type: "job.failed",
@@ -49,10 +60,29 @@ Deno.test("applyEvent never moves a job back: lower progress, a repeated start, 
   assert.deepEqual(applyEvent(fail, done), fail);
 });
 
-Deno.test("applyEvent ignores an event for another job, and publicJob hides the storage key", () => {
-  const job = fresh();
+Deno.test("applyEvent ignores an event for another job, and publicJob hides the storage and cache keys", () => {
+  const job = { ...fresh(), cacheKey: "c".repeat(64) };
   assert.deepEqual(applyEvent(job, { ...started, jobId: crypto.randomUUID() }), job);
-  assert.deepEqual(publicJob(applyEvent(job, done)).output, { size: 9, duration: 4, bitrate: 1 });
+  const shown = publicJob(applyEvent(job, done));
+  assert.equal("key" in (shown.output ?? {}), false);
+  assert.equal(shown.output?.sha256, "b".repeat(64));
+  assert.equal("cacheKey" in shown, false);
+});
+
+Deno.test("progress carries speed and ETA while converting; a final state drops them", () => {
+  const job = applyEvent(applyEvent(fresh(), started), progress(0.5, 2, { speed: 8.5, eta: 0.25 }));
+  assert.deepEqual([job.progress, job.speed, job.eta], [0.5, 8.5, 0.25]);
+  const finished = applyEvent(job, done);
+  assert.deepEqual([finished.speed, finished.eta, "eta" in finished], [undefined, undefined, false]);
+  const fail = applyEvent(job, failed);
+  assert.equal("speed" in fail, false);
+});
+
+Deno.test("createJob with a cached output makes a job that is done at once, marked cached", () => {
+  if (done.type !== "job.done") throw new Error("unreachable");
+  const job = createJob({ id, input: { filename: "a.mp4", size: 1 } }, new Date(at(0)), done.output);
+  assert.deepEqual([job.status, job.progress, job.cached, job.output], ["done", 1, true, done.output]);
+  assert.equal(fresh().cached, undefined);
 });
 
 Deno.test("a start applied after a progress still records the duration, without moving the job back", () => {

@@ -31,7 +31,15 @@ const eventBase = { version: z.literal(1), jobId: z.uuid(), at: z.iso.datetime()
 export const JobEvent = z.discriminatedUnion("type", [
   // duration: absent where the input does not state it (a WebM recorded as a stream).
   z.object({ type: z.literal("job.started"), ...eventBase, duration: z.number().nonnegative().optional() }),
-  z.object({ type: z.literal("job.progress"), ...eventBase, progress: z.number().min(0).max(1) }),
+  z.object({
+    type: z.literal("job.progress"),
+    ...eventBase,
+    progress: z.number().min(0).max(1),
+    /** Conversion speed as a multiple of real time. */
+    speed: z.number().nonnegative().optional(),
+    /** Seconds until the conversion is expected to end. */
+    eta: z.number().nonnegative().optional(),
+  }),
   z.object({ type: z.literal("job.done"), ...eventBase, output: JobOutput }),
   z.object({
     type: z.literal("job.failed"),

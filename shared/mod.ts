@@ -4,6 +4,7 @@
  * No I/O happens here.
  */
 export * from "./config.ts";
+export * from "./digest.ts";
 export * from "./errors.ts";
 export * from "./job.ts";
 export * from "./messages.ts";

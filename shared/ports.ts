@@ -2,7 +2,7 @@
  * The small interfaces every external system sits behind. Each has a production adapter (S3, RabbitMQ, Redis)
  * and an in-process one that the embedded mode runs on.
  */
-import type { Job } from "./job.ts";
+import type { Job, JobOutput } from "./job.ts";
 
 /** Object storage for uploaded videos and finished MP3s. */
 export interface BlobStore {
@@ -64,6 +64,25 @@ export interface JobStore {
   insert(job: Job): Promise<boolean>;
   /** Atomically replaces the job with `change(job)`; null if there is no such job. */
   update(id: string, change: (job: Job) => Job): Promise<Job | null>;
+}
+
+/**
+ * Finished MP3s by content: a cache key (the input's sha256 and the options, see `cacheKey`) names the output a
+ * job made, and every job using an output is counted, so that deleting one job never breaks another.
+ */
+export interface OutputCache {
+  /** The output made for `key`, now counting `jobId` among its users; null when there is none. */
+  claim(key: string, jobId: string): Promise<JobOutput | null>;
+  /**
+   * Records that `jobId` made `output` for `key` and counts it as a user of `output.key`. The first output
+   * recorded for a key stays; recording again is harmless.
+   */
+  remember(key: string, output: JobOutput, jobId: string): Promise<void>;
+  /**
+   * Stops counting `jobId` as a user of the MP3 stored at `outputKey`. True when no job uses it any more: the
+   * cache no longer offers it, and the caller may delete the object.
+   */
+  release(outputKey: string, jobId: string): Promise<boolean>;
 }
 
 /** A way to reach another service's HTTP API: `fetch` over the network, or a Hono app's own `fetch`. */

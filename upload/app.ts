@@ -6,6 +6,7 @@ import { Hono } from "hono";
 import {
   AppError,
   type BlobStore,
+  cacheKey,
   contentDisposition,
   type ConversionRequested,
   JobId,
@@ -16,6 +17,7 @@ import {
   OPTION_NAMES,
   parseOptions,
   type Queue,
+  sha256Tap,
 } from "@vmp3/shared";
 import type { MetadataClient } from "@vmp3/metadata";
 import { receiveUpload } from "./receive.ts";
@@ -57,8 +59,12 @@ export function createUploadApp(deps: UploadAppDeps): Hono {
 
     const { result: stored, fields } = await receiveUpload(c.req.raw, async (file) => {
       try {
-        const { size } = await blobs.put(inputKey, file.stream, { contentType: file.contentType });
-        return { size, filename: file.filename };
+        // Hashed as it streams into storage, for the content cache: the upload is never read twice.
+        const tap = sha256Tap();
+        const { size } = await blobs.put(inputKey, file.stream.pipeThrough(tap.stream), {
+          contentType: file.contentType,
+        });
+        return { size, filename: file.filename, sha256: tap.digest() };
       } catch (cause) {
         if (cause instanceof AppError) throw cause;
         throw new AppError("service_unavailable", "The upload could not be stored; nothing was accepted", {
@@ -77,8 +83,18 @@ export function createUploadApp(deps: UploadAppDeps): Hono {
       if (stored.size === 0) {
         throw new AppError("unsupported_input", `Cannot convert "${stored.filename}": the file is empty`);
       }
-      const job = await metadata.createJob({ id, input: { filename: stored.filename, size: stored.size } });
+      const job = await metadata.createJob({
+        id,
+        input: { filename: stored.filename, size: stored.size, sha256: stored.sha256 },
+        options,
+        cacheKey: await cacheKey(stored.sha256, options),
+      });
       recorded = true;
+      if (job.status === "done") {
+        // The same bytes were converted with the same options before: the job is done already, from that MP3.
+        await blobs.delete(inputKey).catch((e) => console.error(`Could not remove input of job ${id}:`, e));
+        return c.json(job, 202);
+      }
       await tasks.publish({
         type: "conversion.requested",
         version: 1,
@@ -117,7 +133,9 @@ export function createUploadApp(deps: UploadAppDeps): Hono {
     if (!JobId.safeParse(id).success) {
       throw new AppError("not_found", `There is no job ${JSON.stringify(id)}`);
     }
-    const { outputKey } = jobKeys(id);
+    // Where Metadata says: a job done from the cache shares the MP3 of the job that made it.
+    const outputKey = await metadata.outputKey(id);
+    if (!outputKey) throw new AppError("not_found", `Job ${id} has no MP3`);
     const filename = mp3Filename(c.req.query("filename") ?? "audio");
     if (c.req.query("mode") !== "stream") {
       if (!(await blobs.head(outputKey))) throw new AppError("not_found", `Job ${id} has no MP3`);

@@ -3,6 +3,7 @@ import { type BlobStore, ConversionRequested, TASK_QUEUE } from "@vmp3/shared";
 import { createFsBlobStore } from "@vmp3/adapters/fs";
 import { createKvQueue } from "@vmp3/adapters/kv-queue";
 import { createKvJobStore } from "@vmp3/adapters/kv-jobs";
+import { createKvOutputCache } from "@vmp3/adapters/kv-cache";
 import { createMetadataApp, createMetadataClient } from "@vmp3/metadata";
 import { createUploadApp } from "./app.ts";
 
@@ -22,7 +23,30 @@ async function setup(maxUploadBytes = 1000) {
     },
   };
   const tasks = createKvQueue(kv, TASK_QUEUE, ConversionRequested, { pollMs: 10 });
-  const metadataApp = createMetadataApp({ store: createKvJobStore(kv) });
+  const metadataApp = createMetadataApp({ store: createKvJobStore(kv), cache: createKvOutputCache(kv) });
+  /** Reports a job done, as Convert's event would, with its MP3 at `key`. */
+  const finish = (jobId: string, key: string) =>
+    metadataApp.request(`/jobs/${jobId}/events`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        type: "job.done",
+        version: 1,
+        jobId,
+        at: new Date().toISOString(),
+        output: {
+          key,
+          codec: "mp3",
+          size: 3,
+          duration: 1,
+          bitrate: 128000,
+          sampleRate: 44100,
+          channels: 2,
+          sha256: "a".repeat(64),
+          method: "encode",
+        },
+      }),
+    });
   const app = createUploadApp({
     blobs,
     tasks,
@@ -37,6 +61,7 @@ async function setup(maxUploadBytes = 1000) {
   return {
     app,
     blobs,
+    finish,
     pending,
     published,
     async drain() {
@@ -78,7 +103,9 @@ Deno.test("POST /uploads stores a multipart file under a server-made key and pub
   });
   assert.deepEqual(res.status, 202);
   const job = await res.json();
-  assert.deepEqual([job.status, job.input], ["queued", { filename: "my clip.mp4", size: 300 }]);
+  const sha256 = "d13d4a8b3b8add19b5970157f09d00c12cbda4fed4d74d8493156523f7069b66"; // of 300 zero bytes
+  assert.deepEqual([job.status, job.input], ["queued", { filename: "my clip.mp4", size: 300, sha256 }]);
+  assert.deepEqual(job.options, { bitrate: 128 });
   await t.drain();
   assert.deepEqual(t.published.length, 1);
   assert.deepEqual(t.published[0].jobId, job.id);
@@ -96,7 +123,7 @@ Deno.test("POST /uploads takes a raw video body named by ?filename", async () =>
   });
   assert.deepEqual(res.status, 202);
   const job = await res.json();
-  assert.deepEqual(job.input, { filename: "été.mov", size: 250 });
+  assert.deepEqual([job.input.filename, job.input.size], ["été.mov", 250]);
   assert.deepEqual((await t.blobs.head(`inputs/${job.id}`))?.size, 250);
   await t.close();
 });
@@ -155,11 +182,14 @@ Deno.test("Bad requests answer 4xx with a code, store nothing, and publish nothi
   await t.close();
 });
 
-Deno.test("GET /files/:id/output streams the MP3 with a UTF-8 Content-Disposition, 404 before it exists", async () => {
+Deno.test("GET /files/:id/output streams the job's MP3 with a UTF-8 Content-Disposition, 404 before it exists", async () => {
   const t = await setup();
-  const id = crypto.randomUUID();
+  const created = await t.app.request("/uploads", { method: "POST", body: form(new Uint8Array(10)) });
+  const { id } = await created.json();
   assert.deepEqual((await t.app.request(`/files/${id}/output`)).status, 404);
+  assert.deepEqual((await t.app.request(`/files/${crypto.randomUUID()}/output`)).status, 404);
   await t.blobs.put(`outputs/${id}.mp3`, ReadableStream.from([new Uint8Array([1, 2, 3])]));
+  await t.finish(id, `outputs/${id}.mp3`);
   const res = await t.app.request(`/files/${id}/output?filename=${encodeURIComponent('été "live".mp4')}`);
   assert.deepEqual(res.status, 200);
   assert.deepEqual(res.headers.get("content-type"), "audio/mpeg");
@@ -211,5 +241,31 @@ Deno.test("A bad form field after the file answers 400 and removes the stored fi
   assert.equal(res.status, 400);
   assert.equal((await res.json()).error.code, "invalid_request");
   assert.deepEqual(await t.blobs.list(""), []);
+  await t.close();
+});
+
+Deno.test("The same bytes with the same options make a job done at once from the first MP3, with no task", async () => {
+  const t = await setup();
+  const bytes = crypto.getRandomValues(new Uint8Array(500));
+  const upload = async (fields: Record<string, string>) =>
+    await (await t.app.request("/uploads", { method: "POST", body: form(bytes, "a.mp4", fields) })).json();
+  const first = await upload({ bitrate: "128" });
+  await t.drain();
+  assert.equal(t.published.length, 1);
+  await t.blobs.put(`outputs/${first.id}.mp3`, ReadableStream.from([new Uint8Array([4, 5, 6])]));
+  await t.finish(first.id, `outputs/${first.id}.mp3`);
+
+  const second = await upload({ bitrate: "128k" }); // the same option, spelt otherwise
+  assert.deepEqual([second.status, second.cached, second.input.sha256], ["done", true, first.input.sha256]);
+  await t.drain();
+  assert.equal(t.published.length, 1, "no conversion task for a cached job");
+  assert.equal(await t.blobs.head(`inputs/${second.id}`), null, "its upload is not kept");
+  const mp3 = await t.app.request(`/files/${second.id}/output?mode=stream`);
+  assert.deepEqual([...new Uint8Array(await mp3.arrayBuffer())], [4, 5, 6], "it serves the first job's MP3");
+
+  const other = await upload({ bitrate: "192" });
+  assert.equal(other.status, "queued", "other options are another output");
+  await t.drain();
+  assert.equal(t.published.length, 2);
   await t.close();
 });

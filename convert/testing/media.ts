@@ -15,12 +15,41 @@ export type MediaKind =
   | "webm-streamed"
   | "avi"
   | "flac"
+  | "mkv-two-tracks"
+  | "flac-5.1"
+  | "flac-7.1"
+  | "wav-96k"
+  | "wav-8k-mono"
+  | "mp4-aac-128k"
+  | "mp4-tagged"
+  | "mp4-cover"
+  | "mp3-tagged"
+  | "flac-quiet"
+  | "ogg-tagged"
   | "mp4-no-audio"
   | "zero-bytes"
   | "random-bytes"
   | "truncated-mp4"
   | "hls-playlist-as-mp4"
   | "ffconcat-as-mp4";
+
+/** The tone of each audio track of an "mkv-two-tracks" file, in Hz: track 0 (eng), track 1 (fra, the default). */
+export const TWO_TRACK_TONES = { eng: 440, fra: 3000 } as const;
+
+/** The tags of the "mp4-tagged" and "mp3-tagged" files (the mp4 also has a comment and a copyright). */
+export const SOURCE_TAGS = {
+  title: "Source Title",
+  artist: "Source Artist",
+  album: "Source Album",
+  date: "2019",
+};
+
+/** The chapters of an "mp4-tagged" file: [start, end, title], in seconds. */
+export const SOURCE_CHAPTERS: [number, number, string][] = [[0, 1, "Intro"], [1, 2, "Middle"], [
+  2,
+  3,
+  "End part",
+]];
 
 /** A playlist or file list disguised as MP4, and the local file it points at. */
 export interface Trap {
@@ -45,6 +74,12 @@ const SINE = (seconds: number, rate: number) => [
   "-i",
   `sine=f=440:sample_rate=${rate}:d=${seconds}`,
 ];
+const SINE_AT = (frequency: number, seconds: number, rate: number) => [
+  "-f",
+  "lavfi",
+  "-i",
+  `sine=f=${frequency}:sample_rate=${rate}:d=${seconds}`,
+];
 const H264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"];
 const VP9_OPUS = [
   "-c:v",
@@ -61,14 +96,34 @@ const VP9_OPUS = [
   "64k",
 ];
 
+/** A small H.264 video, for files where the video only has to be there. */
+const SMALL_VIDEO = (seconds: number) => [
+  "-f",
+  "lavfi",
+  "-i",
+  `testsrc2=s=160x120:r=15:d=${seconds}`,
+];
+
 /**
  * Writes a file of `kind` into `dir` and returns its path. Media kinds last `seconds` (default 3); an "mp4" keeps
  * its moov atom at the end (no faststart), like most phone and camera files.
+ *
+ * - "mkv-two-tracks": video, then two Opus tracks: eng at 440 Hz (not default), fra at 3000 Hz (default)
+ *   ({@linkcode TWO_TRACK_TONES}).
+ * - "flac-5.1", "flac-7.1": a 440 Hz tone in the centre channel only, every other channel silent, 48 kHz.
+ * - "wav-96k": a stereo 96 kHz PCM tone. "wav-8k-mono": an 8 kHz mono PCM tone.
+ * - "mp4-aac-128k": video and stereo pink noise as 128 kbit/s AAC.
+ * - "mp4-tagged": video and AAC with {@linkcode SOURCE_TAGS} (plus comment and copyright) and
+ *   {@linkcode SOURCE_CHAPTERS} (3 s).
+ * - "mp4-cover": video, AAC, and a PNG attached picture (cover art) of `picture` pixels (default "300x200").
+ * - "mp3-tagged": a 128 kbit/s CBR stereo MP3 at 44.1 kHz with {@linkcode SOURCE_TAGS} as ID3v2.4.
+ * - "flac-quiet": a 1 kHz tone at -40 dBFS (about -43 LUFS), mono.
+ * - "ogg-tagged": Vorbis in Ogg with {@linkcode SOURCE_TAGS} as upper-case Vorbis comments (stream tags).
  */
 export async function makeMedia(
   dir: string,
   kind: MediaKind,
-  options: { seconds?: number } = {},
+  options: { seconds?: number; picture?: string } = {},
 ): Promise<string> {
   const s = options.seconds ?? 3;
   const tag = crypto.randomUUID().slice(0, 8);
@@ -134,6 +189,203 @@ export async function makeMedia(
         String(s),
         "-c:a",
         "flac",
+        path,
+      ]);
+      return path;
+    }
+    case "mkv-two-tracks": {
+      const path = file("mkv");
+      await ffmpeg([
+        ...SMALL_VIDEO(s),
+        ...SINE_AT(TWO_TRACK_TONES.eng, s, 48000),
+        ...SINE_AT(TWO_TRACK_TONES.fra, s, 48000),
+        "-map",
+        "0",
+        "-map",
+        "1",
+        "-map",
+        "2",
+        ...H264,
+        "-c:a",
+        "libopus",
+        "-b:a",
+        "48k",
+        "-metadata:s:a:0",
+        "language=eng",
+        "-metadata:s:a:1",
+        "language=fra",
+        "-disposition:a:0",
+        "0",
+        "-disposition:a:1",
+        "default",
+        "-t",
+        String(s),
+        path,
+      ]);
+      return path;
+    }
+    case "flac-5.1":
+    case "flac-7.1": {
+      const path = file("flac");
+      const [layout, count] = kind === "flac-5.1" ? ["5.1", 6] : ["7.1", 8];
+      // FL FR FC LFE ...: the tone in channel 2 (front centre) only.
+      const channels = Array.from({ length: count }, (_, i) => (i === 2 ? "0.5*sin(440*2*PI*t)" : "0"));
+      await ffmpeg([
+        "-f",
+        "lavfi",
+        "-i",
+        `aevalsrc=${channels.join("|")}:c=${layout}:s=48000:d=${s}`,
+        "-c:a",
+        "flac",
+        path,
+      ]);
+      return path;
+    }
+    case "wav-96k":
+    case "wav-8k-mono": {
+      const path = file("wav");
+      const [rate, layout] = kind === "wav-96k" ? [96000, "stereo"] : [8000, "mono"];
+      await ffmpeg([...SINE(s, rate), "-ac", layout === "stereo" ? "2" : "1", "-c:a", "pcm_s16le", path]);
+      return path;
+    }
+    case "mp4-aac-128k": {
+      const path = file("mp4");
+      await ffmpeg([
+        ...SMALL_VIDEO(s),
+        "-f",
+        "lavfi",
+        "-i",
+        `anoisesrc=c=pink:a=0.3:r=44100:d=${s}`,
+        ...H264,
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128k",
+        "-ac",
+        "2",
+        "-shortest",
+        path,
+      ]);
+      return path;
+    }
+    case "mp4-tagged": {
+      const path = file("mp4");
+      const meta = join(dir, `meta-${tag}.txt`);
+      const lines = [";FFMETADATA1", ...Object.entries(SOURCE_TAGS).map(([k, v]) => `${k}=${v}`)];
+      lines.push("comment=a source comment", "copyright=a source copyright");
+      for (const [start, end, title] of SOURCE_CHAPTERS) {
+        lines.push(
+          "",
+          "[CHAPTER]",
+          "TIMEBASE=1/1000",
+          `START=${start * 1000}`,
+          `END=${end * 1000}`,
+          `title=${title}`,
+        );
+      }
+      await Deno.writeTextFile(meta, lines.join("\n") + "\n");
+      await ffmpeg([
+        ...SMALL_VIDEO(s),
+        ...SINE(s, 44100),
+        "-f",
+        "ffmetadata",
+        "-i",
+        meta,
+        "-map",
+        "0",
+        "-map",
+        "1",
+        "-map_metadata",
+        "2",
+        "-map_chapters",
+        "2",
+        ...H264,
+        "-c:a",
+        "aac",
+        "-b:a",
+        "96k",
+        "-shortest",
+        path,
+      ]);
+      await Deno.remove(meta);
+      return path;
+    }
+    case "mp4-cover": {
+      const path = file("mp4");
+      const picture = join(dir, `picture-${tag}.png`);
+      await ffmpeg([
+        "-f",
+        "lavfi",
+        "-i",
+        `testsrc2=s=${options.picture ?? "300x200"}:d=1`,
+        "-frames:v",
+        "1",
+        picture,
+      ]);
+      await ffmpeg([
+        ...SMALL_VIDEO(s),
+        ...SINE(s, 44100),
+        "-i",
+        picture,
+        "-map",
+        "0",
+        "-map",
+        "1",
+        "-map",
+        "2",
+        ...H264.map((a) => (a === "-c:v" ? "-c:v:0" : a)),
+        "-c:v:1",
+        "png",
+        "-disposition:v:1",
+        "attached_pic",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "96k",
+        "-t",
+        String(s),
+        path,
+      ]);
+      await Deno.remove(picture);
+      return path;
+    }
+    case "mp3-tagged": {
+      const path = file("mp3");
+      await ffmpeg([
+        ...SINE(s, 44100),
+        "-ac",
+        "2",
+        ...Object.entries(SOURCE_TAGS).flatMap(([k, v]) => ["-metadata", `${k}=${v}`]),
+        "-c:a",
+        "libmp3lame",
+        "-b:a",
+        "128k",
+        "-id3v2_version",
+        "4",
+        path,
+      ]);
+      return path;
+    }
+    case "flac-quiet": {
+      const path = file("flac");
+      await ffmpeg([
+        "-f",
+        "lavfi",
+        "-i",
+        `sine=f=1000:sample_rate=44100:d=${s}`,
+        "-af",
+        "volume=-22dB",
+        path,
+      ]);
+      return path;
+    }
+    case "ogg-tagged": {
+      const path = file("ogg");
+      await ffmpeg([
+        ...SINE(s, 44100),
+        ...Object.entries(SOURCE_TAGS).flatMap(([k, v]) => ["-metadata", `${k.toUpperCase()}=${v}`]),
+        "-c:a",
+        "libvorbis",
         path,
       ]);
       return path;
@@ -242,6 +494,124 @@ export async function probeJson(path: string): Promise<ProbeJson> {
     path,
   ]);
   return JSON.parse(out) as ProbeJson;
+}
+
+/** The decoded audio of `path` as interleaved 16-bit samples, resampled to `rate` with `channels` channels. */
+export async function pcm(path: string, channels: number, rate: number): Promise<Int16Array> {
+  const { success, stdout, stderr } = await new Deno.Command("ffmpeg", {
+    args: ["-hide_banner", "-nostdin", "-v", "error", "-i", path, "-map", "0:a:0", "-ac", String(channels)]
+      .concat(["-ar", String(rate), "-f", "s16le", "-"]),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!success) throw new Error(`decoding ${path} failed: ${new TextDecoder().decode(stderr)}`);
+  return new Int16Array(stdout.buffer, stdout.byteOffset, Math.floor(stdout.byteLength / 2));
+}
+
+/** Zero crossings per second of channel `channel` of interleaved `samples` (a tone of f Hz gives about 2f). */
+export function zeroCrossingRate(samples: Int16Array, channels: number, rate: number, channel = 0): number {
+  let crossings = 0;
+  let previous = 0;
+  let frames = 0;
+  for (let i = channel; i < samples.length; i += channels, frames++) {
+    const sign = Math.sign(samples[i]);
+    if (sign !== 0) {
+      if (previous !== 0 && sign !== previous) crossings++;
+      previous = sign;
+    }
+  }
+  return frames === 0 ? 0 : crossings / (frames / rate);
+}
+
+/** The RMS level of channel `channel` of interleaved `samples`, in dBFS (-Infinity for digital silence). */
+export function rmsDb(samples: Int16Array, channels: number, channel: number): number {
+  let sum = 0;
+  let frames = 0;
+  for (let i = channel; i < samples.length; i += channels, frames++) sum += (samples[i] / 32768) ** 2;
+  return frames === 0 ? -Infinity : 10 * Math.log10(sum / frames);
+}
+
+/** The integrated loudness of `path` in LUFS, as ffmpeg's ebur128 filter measures it. */
+export async function integratedLoudness(path: string): Promise<number> {
+  const { stderr } = await new Deno.Command("ffmpeg", {
+    args: [
+      "-hide_banner",
+      "-nostdin",
+      "-nostats",
+      "-i",
+      path,
+      "-map",
+      "0:a:0",
+      "-af",
+      "ebur128",
+      "-f",
+      "null",
+      "-",
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(stderr);
+  const match = /Integrated loudness:\s*I:\s*(-?[\d.]+|-inf) LUFS/.exec(
+    text.slice(text.lastIndexOf("Summary:")),
+  );
+  if (!match) throw new Error(`no ebur128 summary for ${path}: ${text.slice(-500)}`);
+  return Number.parseFloat(match[1]);
+}
+
+/** The chapters of `path` as ffprobe reads them: [start, end, title], in seconds. */
+export async function chaptersOf(path: string): Promise<[number, number, string][]> {
+  const out = await run("ffprobe", ["-v", "error", "-print_format", "json", "-show_chapters", path]);
+  const json = JSON.parse(out) as {
+    chapters: { start_time: string; end_time: string; tags?: { title?: string } }[];
+  };
+  return json.chapters.map((c) => [Number(c.start_time), Number(c.end_time), c.tags?.title ?? ""]);
+}
+
+/** The MD5 of each packet of the first audio stream of `path` (ffmpeg's framemd5, timestamps left out). */
+export async function audioPacketHashes(path: string): Promise<string[]> {
+  const out = await run("ffmpeg", [
+    "-hide_banner",
+    "-nostdin",
+    "-v",
+    "error",
+    "-i",
+    path,
+    "-map",
+    "0:a:0",
+    "-c",
+    "copy",
+    "-f",
+    "framemd5",
+    "-",
+  ]);
+  // stream, dts, pts, duration, size, hash[, side data]
+  return out.split("\n").filter((l) => l && !l.startsWith("#")).map((l) => l.split(",")[5].trim());
+}
+
+/** The ID3v2 major version of an MP3 (3 or 4), or undefined where it does not start with an ID3v2 tag. */
+export function id3Version(bytes: Uint8Array): number | undefined {
+  return bytes[0] === 0x49 && bytes[1] === 0x44 && bytes[2] === 0x33 ? bytes[3] : undefined;
+}
+
+/**
+ * The header of the first MPEG frame after the ID3v2 tag: "Xing" (LAME's VBR header), "Info" (the same header in
+ * a CBR file), or undefined (no such header).
+ */
+export function firstFrameHeader(bytes: Uint8Array): "Xing" | "Info" | undefined {
+  let at = 0;
+  if (id3Version(bytes) !== undefined) {
+    // A syncsafe size (7 bits a byte) after the 10-byte header; a footer flag adds 10 more.
+    const size = (bytes[6] << 21) | (bytes[7] << 14) | (bytes[8] << 7) | bytes[9];
+    at = 10 + size + ((bytes[5] & 0x10) ? 10 : 0);
+  }
+  while (at + 1 < bytes.length && !(bytes[at] === 0xff && (bytes[at + 1] & 0xe0) === 0xe0)) at++;
+  const frame = bytes.subarray(at, at + 200);
+  if (containsBytes(frame, new TextEncoder().encode("Xing"))) return "Xing";
+  if (containsBytes(frame, new TextEncoder().encode("Info"))) return "Info";
+  return undefined;
 }
 
 /** Whether `haystack` contains the bytes of `needle`. */
