@@ -18,13 +18,14 @@ import { createFsBlobStore } from "@vmp3/adapters/fs";
 import { createKvQueue } from "@vmp3/adapters/kv-queue";
 import { createKvJobStore } from "@vmp3/adapters/kv-jobs";
 import { createKvOutputCache } from "@vmp3/adapters/kv-cache";
+import { createDurableJobStore } from "@vmp3/adapters/durable-jobs";
 import {
   createMetadataApp,
   createMetadataClient,
   startDeadTaskConsumer,
   startEventConsumer,
 } from "@vmp3/metadata";
-import { createUploadApp } from "@vmp3/upload";
+import { createReconciler, createUploadApp } from "@vmp3/upload";
 import { checkFfmpeg, limitsFromEnv, startWorker } from "@vmp3/convert";
 import { createGatewayApp } from "@vmp3/gateway";
 
@@ -44,12 +45,15 @@ export async function runEmbedded(config: EmbeddedEnv): Promise<Running> {
   const blobs = createFsBlobStore(config.DATA_DIR);
   const tasks = createKvQueue(kv, TASK_QUEUE, ConversionRequested);
   const events = createKvQueue(kv, EVENT_QUEUE, JobEvent);
-  const store = createKvJobStore(kv);
+  // As in real mode: a durable record of each job beside its files, which rebuilds it if the job store loses it.
+  const store = createDurableJobStore(createKvJobStore(kv), blobs);
   const cache = createKvOutputCache(kv);
 
   const metadataApp = createMetadataApp({ store, cache });
   const metadata = createMetadataClient((request) => metadataApp.fetch(request));
   const uploadApp = createUploadApp({ blobs, tasks, metadata, maxUploadBytes: config.MAX_UPLOAD_BYTES });
+  const reconciler = createReconciler({ blobs, tasks, metadata, graceMs: config.RECONCILE_GRACE_SECONDS * 1000 })
+    .start(config.RECONCILE_SECONDS * 1000);
   const gatewayApp = createGatewayApp({ upload: (request) => uploadApp.fetch(request), metadata });
 
   const eventConsumer = await startEventConsumer(events, { store, cache });
@@ -73,6 +77,7 @@ export async function runEmbedded(config: EmbeddedEnv): Promise<Running> {
     url: `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`,
     async close() {
       await server.shutdown();
+      await reconciler.stop();
       await worker.close();
       await eventConsumer.close();
       await deadTasks.close();

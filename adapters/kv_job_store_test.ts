@@ -35,3 +35,22 @@ Deno.test("KV job store loses no update when many run at once", async () => {
   assert.deepEqual((await store.get(id))?.progress, 0.5);
   kv.close();
 });
+
+Deno.test("KV job store keeps queued jobs in the outbox until published or final, oldest first", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const store = createKvJobStore(kv);
+  const make = (s: number) =>
+    createJob(
+      { id: crypto.randomUUID(), input: { filename: "a.mp4", size: 1 } },
+      new Date(Date.UTC(2026, 0, 1, 0, 0, s)),
+    );
+  const [a, b, c] = [make(1), make(2), make(3)];
+  for (const j of [c, a, b]) await store.insert(j);
+  await store.insert({ ...make(0), status: "done", progress: 1 }); // a job done at once from the cache
+  assert.deepEqual(await store.unpublished(new Date(Date.UTC(2026, 0, 1, 0, 0, 3)), 10), [a.id, b.id]);
+  assert.deepEqual(await store.unpublished(new Date(Date.UTC(2026, 0, 2)), 1), [a.id]);
+  await store.markPublished(a.id);
+  await store.update(b.id, (j) => ({ ...j, status: "failed", error: { code: "internal", message: "x" } }));
+  assert.deepEqual(await store.unpublished(new Date(Date.UTC(2026, 0, 2)), 10), [c.id]);
+  kv.close();
+});

@@ -4,7 +4,7 @@
  * never lose an update. The client fails fast when Redis is down instead of queueing commands.
  */
 import { Redis } from "ioredis";
-import { Job, type JobStore } from "@vmp3/shared";
+import { isFinal, Job, type JobStore } from "@vmp3/shared";
 
 /** Options of {@linkcode createRedisClient}. */
 export interface RedisClientOptions {
@@ -51,6 +51,12 @@ if redis.call("GET", KEYS[1]) == ARGV[1] then
 end
 return 0`;
 
+/** KEYS: job, outbox. ARGV: job JSON, created-at ms, "1" if queued, id. Sets the job if new, and queues it. */
+const INSERT = `
+if not redis.call("SET", KEYS[1], ARGV[1], "NX") then return 0 end
+if ARGV[3] == "1" then redis.call("ZADD", KEYS[2], ARGV[2], ARGV[4]) end
+return 1`;
+
 /** How often an update tries again after another writer changed the job under it. */
 const MAX_TRIES = 20;
 
@@ -90,6 +96,7 @@ export function createRedisJobStore(redis: Redis, options: RedisJobStoreOptions 
   const prefix = options.prefix ?? "vmp3:";
   const connectTimeout = options.connectTimeout ?? 1000;
   const keyOf = (id: string) => `${prefix}job:${id}`;
+  const outbox = `${prefix}outbox`;
   const parse = (id: string, json: string): Job => {
     try {
       return Job.parse(JSON.parse(json));
@@ -108,7 +115,19 @@ export function createRedisJobStore(redis: Redis, options: RedisJobStoreOptions 
     async insert(job) {
       const valid = Job.parse(job);
       await whenConnected(redis, connectTimeout);
-      return (await redis.set(keyOf(valid.id), JSON.stringify(valid), "NX")) === "OK";
+      const queued = valid.status === "queued" ? "1" : "0";
+      const created = Date.parse(valid.createdAt);
+      return await redis.eval(
+        INSERT,
+        2,
+        keyOf(valid.id),
+        outbox,
+        JSON.stringify(valid),
+        created,
+        queued,
+        valid.id,
+      ) ===
+        1;
     },
 
     async update(id, change) {
@@ -124,11 +143,24 @@ export function createRedisJobStore(redis: Redis, options: RedisJobStoreOptions 
         if (next.id !== id) throw new Error(`An update may not change a job's id (${id} -> ${next.id})`);
         const json = JSON.stringify(next);
         if (json === old) return next;
-        if (await redis.eval(COMPARE_AND_SET, 1, key, old, json) === 1) return next;
+        if (await redis.eval(COMPARE_AND_SET, 1, key, old, json) === 1) {
+          if (isFinal(next.status)) await redis.zrem(outbox, id);
+          return next;
+        }
         // Another writer got there first: spread the retries out so a crowd of writers does not collide again.
         await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(2 ** attempt, 50)));
       }
       throw new Error(`Update of job ${id} gave up after ${MAX_TRIES} conflicting writes`);
+    },
+
+    async markPublished(id) {
+      await whenConnected(redis, connectTimeout);
+      await redis.zrem(outbox, id);
+    },
+
+    async unpublished(before, limit) {
+      await whenConnected(redis, connectTimeout);
+      return await redis.zrangebyscore(outbox, "-inf", `(${before.getTime()}`, "LIMIT", 0, limit);
     },
   };
 }

@@ -190,3 +190,22 @@ Deno.test("redis: the store fails fast while Redis is down and recovers when it 
     redis.disconnect();
   }
 });
+
+Deno.test("redis: queued jobs stay in the outbox until published or final, oldest first", async () => {
+  await withStore(async (store) => {
+    const make = (s: number) =>
+      createJob(
+        { id: crypto.randomUUID(), input: { filename: "a.mp4", size: 1 } },
+        new Date(Date.UTC(2026, 0, 1, 0, 0, s)),
+      );
+    const [a, b, c] = [make(1), make(2), make(3)];
+    for (const j of [c, a, b]) assert.equal(await store.insert(j), true);
+    assert.equal(await store.insert(a), false);
+    await store.insert({ ...make(0), status: "done", progress: 1 }); // a job done at once from the cache
+    assert.deepEqual(await store.unpublished(new Date(Date.UTC(2026, 0, 1, 0, 0, 3)), 10), [a.id, b.id]);
+    assert.deepEqual(await store.unpublished(new Date(Date.UTC(2026, 0, 2)), 1), [a.id]);
+    await store.markPublished(a.id);
+    await store.update(b.id, (j) => ({ ...j, status: "failed", error: { code: "internal", message: "x" } }));
+    assert.deepEqual(await store.unpublished(new Date(Date.UTC(2026, 0, 2)), 10), [c.id]);
+  });
+});

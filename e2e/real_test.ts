@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { audioDuration, containsBytes, makeHlsTrap, makeMedia, probeJson } from "../convert/testing/media.ts";
 import { serviceArgs, type ServiceName } from "../scripts/services.ts";
 import { startProduct } from "./product.ts";
+import { createRedisClient } from "@vmp3/adapters/redis";
 import { DEFAULT_SETPRIV } from "../convert/ffmpeg_check.ts";
 import {
   assertError,
@@ -312,6 +313,53 @@ Deno.test("real: options and tags shape the MP3, an MP3 source is copied, and th
       (await product.storage.list("outputs/")).sort(),
       [`outputs/${first.id}.mp3`, `outputs/${copied.id}.mp3`].sort(),
       "the cached jobs made no MP3 of their own",
+    );
+  } catch (error) {
+    console.error(await product.logs());
+    throw error;
+  } finally {
+    await product.stop();
+    await Deno.remove(media, { recursive: true });
+  }
+});
+
+Deno.test("real: Redis restarted empty; finished jobs still show done and download, and a job in flight ends done", async () => {
+  const media = await Deno.makeTempDir();
+  const product = await startProduct(1);
+  try {
+    const clip = await makeMedia(media, "mp4");
+    const first = await (await postFile(`${product.url}/v1/jobs`, clip, "before.mp4")).json();
+    const done = await waitForJob(product.url, first.id);
+    assert.equal(done.status, "done");
+
+    const long = await makeMedia(media, "flac", { seconds: 300 });
+    const inFlight = await (await postFile(`${product.url}/v1/jobs`, long, "during.flac")).json();
+    for (let i = 0;; i++) {
+      const job = await (await fetch(`${product.url}/v1/jobs/${inFlight.id}`)).json();
+      if (job.status === "converting") break;
+      assert(job.status === "queued" && i < 400, `the job is ${job.status} before the restart`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    const admin = createRedisClient(Deno.env.get("TEST_REDIS_URL")!, { onError: () => {} });
+    await admin.connect();
+    await admin.call("SHUTDOWN", "NOSAVE").catch(() => {}); // no reply: the server is gone, and kept nothing
+    admin.disconnect();
+    const restart = await new Deno.Command("bash", { args: [Deno.env.get("TEST_REDIS_START")!] }).output();
+    assert.ok(restart.success, "restarting Redis failed");
+
+    const again = await waitForJob(product.url, first.id, 20_000);
+    assert.deepEqual(again, done, "the finished job, rebuilt from its record in S3");
+    await assertMp3(
+      await fetch(`${product.url}/v1/jobs/${first.id}/download`),
+      `${media}/before.mp3`,
+      clip,
+    );
+    const finished = await waitForJob(product.url, inFlight.id, 120_000);
+    assert.equal(finished.status, "done", JSON.stringify(finished));
+    await assertMp3(
+      await fetch(`${product.url}/v1/jobs/${inFlight.id}/download`),
+      `${media}/during.mp3`,
+      long,
     );
   } catch (error) {
     console.error(await product.logs());

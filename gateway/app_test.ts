@@ -9,6 +9,8 @@ function metadataWith(job: PublicJob | null): MetadataClient {
     createJob: () => Promise.reject(new Error("not used")),
     getJob: () => Promise.resolve(job),
     outputKey: () => Promise.reject(new Error("not used")),
+    markPublished: () => Promise.reject(new Error("not used")),
+    unpublished: () => Promise.reject(new Error("not used")),
     postEvent: () => Promise.resolve(),
     events: () =>
       Promise.resolve(new Response("data: {}\n\n", { headers: { "content-type": "text/event-stream" } })),

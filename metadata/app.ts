@@ -64,6 +64,23 @@ export function createMetadataApp(deps: MetadataAppDeps): Hono {
 
   app.get("/jobs/:id", async (c) => c.json(publicJob(await mustGet(store, c.req.param("id")))));
 
+  // Internal, for the Upload service's reconciler: jobs recorded but whose task is not known to be published.
+  app.get("/outbox", async (c) => {
+    const before = new Date(c.req.query("before") ?? "");
+    const limit = Number(c.req.query("limit") ?? 100);
+    if (Number.isNaN(before.getTime()) || !Number.isInteger(limit) || limit < 1 || limit > 1000) {
+      throw new AppError("invalid_request", 'Give "before" (an ISO time) and "limit" (1 to 1000)');
+    }
+    const ids = await guard(store.unpublished(before, limit));
+    const jobs = await Promise.all(ids.map((id) => guard(store.get(id))));
+    return c.json({ jobs: jobs.filter((job) => job !== null).map(publicJob) });
+  });
+
+  app.post("/jobs/:id/published", async (c) => {
+    await guard(store.markPublished(c.req.param("id")));
+    return c.body(null, 204);
+  });
+
   // Internal: where a job's MP3 is stored (a cached job shares another job's file), for the Upload service.
   app.get("/jobs/:id/output", async (c) => {
     const job = await mustGet(store, c.req.param("id"));

@@ -19,6 +19,10 @@ export interface MetadataClient {
   getJob(id: string): Promise<PublicJob | null>;
   /** Where the job's MP3 is stored; null if the job is unknown or has no MP3. */
   outputKey(id: string): Promise<string | null>;
+  /** Records that the job's task is published (it leaves the outbox). */
+  markPublished(id: string): Promise<void>;
+  /** Jobs recorded before `before` whose task is not known to be published. */
+  unpublished(before: Date, limit: number): Promise<PublicJob[]>;
   /** Applies an event to a job. */
   postEvent(event: JobEvent): Promise<void>;
   /** The raw HTTP response of a job's SSE stream. */
@@ -67,6 +71,17 @@ export function createMetadataClient(fetcher: Fetcher): MetadataClient {
       if (!response.ok) throw await failure(response);
       const { key } = await response.json();
       return typeof key === "string" ? key : null;
+    },
+    async markPublished(id) {
+      const response = await call(`/jobs/${encodeURIComponent(id)}/published`, { method: "POST" });
+      if (!response.ok) throw await failure(response);
+      await response.body?.cancel();
+    },
+    async unpublished(before, limit) {
+      const query = new URLSearchParams({ before: before.toISOString(), limit: String(limit) });
+      const response = await call(`/outbox?${query}`);
+      if (!response.ok) throw await failure(response);
+      return (await response.json()).jobs;
     },
     async postEvent(event) {
       const response = await call(`/jobs/${encodeURIComponent(event.jobId)}/events`, {

@@ -13,6 +13,8 @@ import {
 } from "@vmp3/shared";
 import { createRabbitBroker } from "@vmp3/adapters/rabbitmq";
 import { createRedisClient, createRedisJobStore, createRedisOutputCache } from "@vmp3/adapters/redis";
+import { createS3BlobStore, s3SettingsFromEnv } from "@vmp3/adapters/s3";
+import { createDurableJobStore } from "@vmp3/adapters/durable-jobs";
 import { createMetadataApp } from "./app.ts";
 import { startEventConsumer } from "./event_consumer.ts";
 import { startDeadTaskConsumer } from "./dead_task_consumer.ts";
@@ -22,7 +24,10 @@ import { serveUntilSignal } from "@vmp3/adapters/serve";
 export async function run(config: MetadataEnv) {
   const redis = createRedisClient(config.REDIS_URL);
   const broker = createRabbitBroker(config.RABBITMQ_URL, { name: "metadata" });
-  const store = createRedisJobStore(redis);
+  const records = createS3BlobStore(s3SettingsFromEnv(config));
+  await records.ensureBucket();
+  // Jobs live in Redis, with a durable record of each in S3 that rebuilds them if Redis loses them.
+  const store = createDurableJobStore(createRedisJobStore(redis), records);
   const cache = createRedisOutputCache(redis);
   const consumer = await startEventConsumer(broker.queue(EVENT_QUEUE, JobEvent), { store, cache });
   const deadTasks = await startDeadTaskConsumer(
@@ -35,6 +40,7 @@ export async function run(config: MetadataEnv) {
     await deadTasks.close();
     await broker.close();
     redis.disconnect();
+    records.close();
   });
 }
 

@@ -62,9 +62,10 @@ export function serviceArgs(service: ServiceName, env: Record<string, string | u
     case "metadata": {
       const c = parseEnv(MetadataEnv, env);
       return [
-        `--allow-net=${c.HOST}:${c.PORT},${hostOf(c.REDIS_URL)},${hostOf(c.RABBITMQ_URL)}`,
+        `--allow-net=${c.HOST}:${c.PORT},${hostOf(c.REDIS_URL)},${hostOf(c.RABBITMQ_URL)},${s3Hosts(c)}`,
         // ioredis's `debug` dependency enumerates the whole environment at import.
         "--allow-env",
+        "--allow-sys=osRelease",
         entry,
       ];
     }
@@ -99,7 +100,7 @@ export function serviceEnv(
   for (const [key, value] of Object.entries(env)) {
     if (
       value !== undefined &&
-      (wanted.has(key) || (key.startsWith("AWS_") && (service === "upload" || service === "convert")))
+      (wanted.has(key) || (key.startsWith("AWS_") && service !== "gateway"))
     ) {
       picked[key] = value;
     }

@@ -58,12 +58,21 @@ export const UploadLimitsEnv = z.object({
   MAX_UPLOAD_BYTES: bytes(2 * 1024 ** 3),
 });
 
+/** The reconciler, which publishes the task of a job recorded but never published (see upload/reconciler.ts). */
+export const ReconcileEnv = z.object({
+  /** Seconds between two passes. */
+  RECONCILE_SECONDS: z.coerce.number().positive().default(30),
+  /** How long a recorded job may wait for its task before the reconciler publishes it, in seconds. */
+  RECONCILE_GRACE_SECONDS: z.coerce.number().positive().default(60),
+});
+
 /** The Upload service: stores videos and publishes tasks. */
 export const UploadEnv = z.object({
   ...listen(8081),
   METADATA_URL: url(["http:", "https:"]),
   RABBITMQ_URL: url(["amqp:", "amqps:"]),
   ...UploadLimitsEnv.shape,
+  ...ReconcileEnv.shape,
   ...S3Env.shape,
 });
 /** The Upload service: stores videos and publishes tasks. */
@@ -74,6 +83,8 @@ export const MetadataEnv = z.object({
   ...listen(8082),
   REDIS_URL: url(["redis:", "rediss:"]),
   RABBITMQ_URL: url(["amqp:", "amqps:"]),
+  // The durable record of each job is kept in the bucket beside its files (jobs/{id}.json).
+  ...S3Env.shape,
 });
 /** The Metadata service: the one writer of job state. */
 export type MetadataEnv = z.infer<typeof MetadataEnv>;
@@ -112,6 +123,7 @@ export const EmbeddedEnv = z.object({
   /** Where the embedded store keeps jobs, queues and files. */
   DATA_DIR: z.string().min(1).default(".data"),
   ...UploadLimitsEnv.shape,
+  ...ReconcileEnv.shape,
   ...ConvertLimitsEnv.shape,
 });
 /** The embedded mode: all four services in one process, on local adapters. */

@@ -124,14 +124,7 @@ export function applyEvent(job: Job, event: JobEvent): Job {
         updatedAt,
       };
     case "job.done":
-      return {
-        ...withoutProgressDetail(job),
-        status: "done",
-        progress: 1,
-        output: event.output,
-        error: undefined,
-        updatedAt,
-      };
+      return { ...withoutProgressDetail(job), status: "done", progress: 1, output: event.output, updatedAt };
     case "job.failed":
       return { ...withoutProgressDetail(job), status: "failed", error: event.error, updatedAt };
     default: {

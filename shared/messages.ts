@@ -50,6 +50,24 @@ export const JobEvent = z.discriminatedUnion("type", [
 /** What happened to a job, as Convert reports it to Metadata. */
 export type JobEvent = z.infer<typeof JobEvent>;
 
+/** The task that asks for job `jobId`'s conversion. */
+export function conversionTask(
+  jobId: string,
+  filename: string,
+  options: ConversionOptions,
+  now: Date,
+): ConversionRequested {
+  return {
+    type: "conversion.requested",
+    version: 1,
+    jobId,
+    ...jobKeys(jobId),
+    filename,
+    options,
+    requestedAt: now.toISOString(),
+  };
+}
+
 /** The deterministic storage keys of a job's files: a redelivered task overwrites, never duplicates. */
 export function jobKeys(jobId: string): { inputKey: string; outputKey: string } {
   return { inputKey: `inputs/${jobId}`, outputKey: `outputs/${jobId}.mp3` };

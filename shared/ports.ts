@@ -56,14 +56,21 @@ export interface Subscription {
   close(): Promise<void>;
 }
 
-/** Where Metadata keeps jobs. */
+/**
+ * Where Metadata keeps jobs. A queued job is also in an outbox until its task is known to be published, so that a
+ * crash between recording a job and publishing its task loses nothing (see upload/reconciler.ts).
+ */
 export interface JobStore {
   /** The job, or null. */
   get(id: string): Promise<Job | null>;
-  /** Stores a new job; false (and nothing written) if one with that id exists. */
+  /** Stores a new job (in the outbox too if it is queued); false (and nothing written) if one with that id exists. */
   insert(job: Job): Promise<boolean>;
-  /** Atomically replaces the job with `change(job)`; null if there is no such job. */
+  /** Atomically replaces the job with `change(job)`; null if there is no such job. A final job leaves the outbox. */
   update(id: string, change: (job: Job) => Job): Promise<Job | null>;
+  /** Takes the job out of the outbox: its task is published. */
+  markPublished(id: string): Promise<void>;
+  /** Ids of up to `limit` jobs still in the outbox that were created before `before`, oldest first. */
+  unpublished(before: Date, limit: number): Promise<string[]>;
 }
 
 /**

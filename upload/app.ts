@@ -9,6 +9,7 @@ import {
   cacheKey,
   contentDisposition,
   type ConversionRequested,
+  conversionTask,
   JobId,
   jobKeys,
   mp3Filename,
@@ -55,7 +56,7 @@ export function createUploadApp(deps: UploadAppDeps): Hono {
     const queryOptions = pickOptions(c.req.query());
     parseOptions(queryOptions); // fail fast, before a byte is stored
     const id = crypto.randomUUID();
-    const { inputKey, outputKey } = jobKeys(id);
+    const { inputKey } = jobKeys(id);
 
     const { result: stored, fields } = await receiveUpload(c.req.raw, async (file) => {
       try {
@@ -95,16 +96,12 @@ export function createUploadApp(deps: UploadAppDeps): Hono {
         await blobs.delete(inputKey).catch((e) => console.error(`Could not remove input of job ${id}:`, e));
         return c.json(job, 202);
       }
-      await tasks.publish({
-        type: "conversion.requested",
-        version: 1,
-        jobId: id,
-        inputKey,
-        outputKey,
-        filename: stored.filename,
-        options,
-        requestedAt: now().toISOString(),
-      });
+      await tasks.publish(conversionTask(id, stored.filename, options, now()));
+      // The task is out: the job leaves the outbox. Should this fail, the reconciler publishes the task again,
+      // and the worker's deterministic output key makes the second conversion harmless.
+      await metadata.markPublished(id).catch((e) =>
+        console.error(`Job ${id}: could not mark it published:`, e)
+      );
       return c.json(job, 202);
     } catch (error) {
       await blobs.delete(inputKey).catch((e) => console.error(`Could not remove input of job ${id}:`, e));

@@ -10,20 +10,31 @@ import { httpFetcher } from "@vmp3/adapters/http";
 import { serveUntilSignal } from "@vmp3/adapters/serve";
 import { createMetadataClient } from "@vmp3/metadata";
 import { createUploadApp } from "./app.ts";
+import { createReconciler } from "./reconciler.ts";
 
 /** Starts the Upload service with `config`; resolves once it listens. */
 export async function run(config: UploadEnv) {
   const blobs = createS3BlobStore(s3SettingsFromEnv(config));
   await blobs.ensureBucket();
   const broker = createRabbitBroker(config.RABBITMQ_URL, { name: "upload" });
+  const tasks = broker.queue(TASK_QUEUE, ConversionRequested);
+  const metadata = createMetadataClient(httpFetcher(config.METADATA_URL));
   const app = createUploadApp({
     blobs,
-    tasks: broker.queue(TASK_QUEUE, ConversionRequested),
-    metadata: createMetadataClient(httpFetcher(config.METADATA_URL)),
+    tasks,
+    metadata,
     maxUploadBytes: config.MAX_UPLOAD_BYTES,
     presignSeconds: config.S3_PRESIGN_SECONDS,
   });
+  const reconciler = createReconciler({
+    blobs,
+    tasks,
+    metadata,
+    graceMs: config.RECONCILE_GRACE_SECONDS * 1000,
+  })
+    .start(config.RECONCILE_SECONDS * 1000);
   return serveUntilSignal(app, config, async () => {
+    await reconciler.stop();
     await broker.close();
     blobs.close();
   });

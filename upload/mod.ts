@@ -5,3 +5,4 @@
  */
 export { createUploadApp, type UploadAppDeps } from "./app.ts";
 export { type IncomingFile, type Received, receiveUpload } from "./receive.ts";
+export { createReconciler, type ReconcilerDeps, type ReconcileResult } from "./reconciler.ts";

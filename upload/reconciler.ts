@@ -1,0 +1,91 @@
+/**
+ * The reconciler: finds jobs that were recorded but whose task never reached the broker (the Upload service died
+ * between the two, or the "published" mark was lost) and publishes their task. Tasks are idempotent (the output
+ * key is the job's), so publishing one twice costs a conversion, never a wrong result.
+ */
+import {
+  type BlobStore,
+  type ConversionRequested,
+  conversionTask,
+  jobKeys,
+  parseOptions,
+  type Queue,
+} from "@vmp3/shared";
+import type { MetadataClient } from "@vmp3/metadata";
+
+/** What the reconciler needs. */
+export interface ReconcilerDeps {
+  blobs: BlobStore;
+  tasks: Queue<ConversionRequested>;
+  metadata: MetadataClient;
+  /** A job is only taken once it has waited this long for its task, in ms (an upload in progress is not a crash). */
+  graceMs?: number;
+  /** The most jobs handled in one pass. */
+  batch?: number;
+  now?: () => Date;
+}
+
+/** What one pass did. */
+export interface ReconcileResult {
+  /** Jobs whose task was published. */
+  published: string[];
+  /** Jobs failed because their upload is gone. */
+  failed: string[];
+}
+
+/** Creates a reconciler; `runOnce` does one pass, `start` repeats it every `intervalMs` until stopped. */
+export function createReconciler(deps: ReconcilerDeps) {
+  const { blobs, tasks, metadata, graceMs = 60_000, batch = 100, now = () => new Date() } = deps;
+
+  async function runOnce(): Promise<ReconcileResult> {
+    const result: ReconcileResult = { published: [], failed: [] };
+    const jobs = await metadata.unpublished(new Date(now().getTime() - graceMs), batch);
+    for (const job of jobs) {
+      const filename = String((job.input as { filename?: unknown } | undefined)?.filename ?? "upload");
+      if (!(await blobs.head(jobKeys(job.id).inputKey))) {
+        await metadata.postEvent({
+          type: "job.failed",
+          version: 1,
+          jobId: job.id,
+          at: now().toISOString(),
+          error: { code: "internal", message: "The uploaded video was lost before its conversion started" },
+        });
+        result.failed.push(job.id);
+        continue;
+      }
+      await tasks.publish(
+        conversionTask(job.id, filename, parseOptions((job.options ?? {}) as Record<string, unknown>), now()),
+      );
+      await metadata.markPublished(job.id);
+      console.error(`Reconciler: published the task of job ${job.id}, which had none`);
+      result.published.push(job.id);
+    }
+    return result;
+  }
+
+  /** Runs a pass `intervalMs` after the end of the one before, until stopped. */
+  function start(intervalMs: number): { stop(): Promise<void> } {
+    let stopped = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let running: Promise<void> = Promise.resolve();
+    const next = () => {
+      if (stopped) return;
+      timer = setTimeout(() => {
+        running = runOnce().then(
+          () => {},
+          (error) => console.error("Reconciler pass failed (tried again later):", error),
+        ).finally(next);
+      }, intervalMs);
+    };
+    next();
+    return {
+      async stop() {
+        stopped = true;
+        clearTimeout(timer);
+        await running;
+      },
+    };
+  }
+
+  return { runOnce, start };
+}
