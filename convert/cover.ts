@@ -109,7 +109,14 @@ export async function makeCover(
   }
   if (run.status.success && size > 0) return output;
   await Deno.remove(output).catch(() => {});
-  if (cover.from === "stream") return null;
+  if (run.status.signal) {
+    // Killed (a resource limit, say): a passing failure, not a picture to do without.
+    throw new AppError(
+      "conversion_failed",
+      `Converting "${options.name}" failed: making its cover, ffmpeg was killed by ${run.status.signal}`,
+    );
+  }
+  if (cover.from === "stream") return null; // a picture ffmpeg cannot read: the MP3 goes without it
   if (run.status.success) {
     throw new AppError(
       "invalid_option",

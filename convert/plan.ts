@@ -50,6 +50,8 @@ const LOSSLESS = /^(flac|alac|ape|tta|wavpack|mlp|truehd|wmalossless|tak|shorten
 const AUTO_VBR_QUALITY = 2;
 /** The highest bitrate "auto" chooses, in kbit/s. */
 const AUTO_MAX_KBPS = 192;
+/** The bitrate "auto" assumes for a lossy source whose bitrate could not be known, in bit/s. */
+const AUTO_UNKNOWN_BPS = 128_000;
 /** From this source bitrate (kbit/s) on, "auto" encodes VBR rather than a CBR it could match. */
 const AUTO_VBR_FROM_KBPS = 256;
 /** More chapters than this are not carried over (an absurd count is a hostile or broken file). */
@@ -150,12 +152,24 @@ export function autoEncoder(
   codec: string,
   sampleRate: number,
 ): NonNullable<ConversionPlan["encoder"]> {
-  if (LOSSLESS.test(codec) || bitrate === undefined || bitrate >= AUTO_VBR_FROM_KBPS * 1000) {
+  if (LOSSLESS.test(codec) || (bitrate !== undefined && bitrate >= AUTO_VBR_FROM_KBPS * 1000)) {
     return { mode: "vbr", quality: AUTO_VBR_QUALITY };
   }
-  const cap = Math.min(AUTO_MAX_KBPS, maxBitrateAt(sampleRate), bitrate / 1000);
+  // Unknown only if measuring it failed (see streamToMeasure): a modest CBR rather than a guess above the source.
+  const cap = Math.min(AUTO_MAX_KBPS, maxBitrateAt(sampleRate), (bitrate ?? AUTO_UNKNOWN_BPS) / 1000);
   const kbps = MP3_BITRATES.filter((b) => b <= cap).at(-1) ?? MP3_BITRATES[0];
   return { mode: "cbr", bitrate: kbps };
+}
+
+/**
+ * The audio stream whose bitrate "auto" needs but neither the stream nor the file states (WebM and MKV rarely
+ * do), so that the worker measures it (convert/audio_bitrate.ts) before planning; undefined when none is needed.
+ */
+export function streamToMeasure(probe: ProbeResult, options: ConversionOptions): AudioStreamInfo | undefined {
+  if (options.bitrate !== undefined || options.quality !== undefined) return undefined;
+  const stream = chooseStream(probe, options.audio_track);
+  if (stream.codec === "mp3" || LOSSLESS.test(stream.codec)) return undefined;
+  return sourceBitrate(probe, stream) === undefined ? stream : undefined;
 }
 
 /**

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { AppError, parseOptions } from "@vmp3/shared";
-import { autoEncoder, defaultSampleRate, MAX_CHAPTERS, planConversion } from "./plan.ts";
+import { autoEncoder, defaultSampleRate, MAX_CHAPTERS, planConversion, streamToMeasure } from "./plan.ts";
 import { type AudioStreamInfo, probeInput, type ProbeResult } from "./probe.ts";
 import { makeMedia } from "./testing/media.ts";
 import { withDir } from "./testing/helpers.ts";
@@ -68,10 +68,10 @@ Deno.test("auto encodes CBR at the largest MP3 bitrate not above the source's, f
   }
 });
 
-Deno.test("auto encodes VBR V2 for unknown, 256 kbit/s and higher, and lossless sources", () => {
+Deno.test("auto encodes VBR V2 for 256 kbit/s and higher, and for lossless sources whatever their bitrate", () => {
   for (
-    const [bitrate, codec] of [[undefined, "opus"], [256_000, "aac"], [1_411_200, "pcm_s16le"], [
-      90_000,
+    const [bitrate, codec] of [[256_000, "aac"], [1_411_200, "pcm_s16le"], [90_000, "flac"], [
+      undefined,
       "flac",
     ]]
   ) {
@@ -80,6 +80,25 @@ Deno.test("auto encodes VBR V2 for unknown, 256 kbit/s and higher, and lossless 
       quality: 2,
     });
   }
+});
+
+Deno.test("auto falls back to a modest CBR for a lossy source whose bitrate is unknown (the worker measures it first)", () => {
+  assert.deepEqual(autoEncoder(undefined, "opus", 48000), { mode: "cbr", bitrate: 128 });
+  assert.deepEqual(autoEncoder(undefined, "vorbis", 8000), { mode: "cbr", bitrate: 64 });
+});
+
+Deno.test("streamToMeasure names the stream whose bitrate auto needs and nobody states, and only then", async () => {
+  await withDir(async (dir) => {
+    const probe = await probeInput(await makeMedia(dir, "webm"), { maxDuration: 3600, maxStreams: 16 });
+    const opus = probe.audio[0];
+    assert.equal(opus.bitrate, undefined, "ffprobe states no bitrate for WebM's Opus");
+    assert.equal(streamToMeasure(probe, {}), opus);
+    assert.equal(streamToMeasure(probe, { bitrate: 128 }), undefined, "not when a bitrate is given");
+    assert.equal(streamToMeasure(probe, { quality: 3 }), undefined, "nor a quality");
+    const measured = { ...probe, audio: [{ ...opus, bitrate: 64_000 }] };
+    assert.equal(streamToMeasure(measured, {}), undefined, "nor once known");
+    assert.deepEqual(planConversion(measured, {}).encoder, { mode: "cbr", bitrate: 64 });
+  });
 });
 
 Deno.test("auto's CBR stays within what the sample rate allows", () => {
@@ -93,7 +112,7 @@ Deno.test("auto uses the file's bitrate for a stream without one only when the f
   ]);
   assert.deepEqual(plan(audioOnly).encoder, { mode: "cbr", bitrate: 96 });
   const withVideo = probe({ bitrate: 100_000 }, [stream({ bitrate: undefined })]);
-  assert.deepEqual(plan(withVideo).encoder, { mode: "vbr", quality: 2 });
+  assert.deepEqual(plan(withVideo).encoder, { mode: "cbr", bitrate: 128 }, "unknown: the modest fallback");
 });
 
 Deno.test("bitrate and quality options are used as given", () => {

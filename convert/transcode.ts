@@ -21,6 +21,7 @@ import {
   seconds,
   withoutProbeNoise,
 } from "./ffmpeg_run.ts";
+import { addComment } from "./id3_comment.ts";
 import { applyFilter, type LoudnessMeasurement, measureFilter, parseLoudnorm } from "./loudness.ts";
 import type { ConversionPlan } from "./plan.ts";
 import { ALLOWED_DEMUXERS } from "./probe.ts";
@@ -129,6 +130,13 @@ export async function transcode(
       );
       check(run);
       measured = parseLoudnorm(run.stderr);
+      // Silence measures -inf and has nothing to normalise; anything else unreadable must not pass as normalised.
+      if (!measured && !/"input_i"\s*:\s*"-inf"/.test(run.stderr)) {
+        throw new AppError(
+          "conversion_failed",
+          `Converting "${name}" failed: its loudness could not be measured`,
+        );
+      }
     }
     const args = mainArgs(input, output, plan, {
       cover,
@@ -136,6 +144,7 @@ export async function transcode(
       loudness: normalize && measured ? { target: normalize.target, measured } : undefined,
     });
     check(await runFfmpeg(args, context, (u) => progress.update(normalize ? 1 : 0, u)));
+    if (plan.tags.comment) await addComment(output, plan.tags.comment);
     progress.done();
   } catch (error) {
     await Deno.remove(output).catch(() => {});
@@ -253,6 +262,8 @@ export function mainArgs(
     args.push("-c:v", "copy", "-disposition:v:0", "attached_pic", "-metadata:s:v:0", "comment=Cover (front)");
   }
   for (const [key, value] of Object.entries(plan.tags)) {
+    // The comment is written afterwards as a real COMM frame (addComment): ffmpeg would make it a TXXX.
+    if (key === "comment") continue;
     if (/^[a-z_]+$/.test(key) && value !== "") args.push("-metadata", `${key}=${value}`);
   }
   args.push(

@@ -605,7 +605,11 @@ for (const version of [3, 4]) {
       assert.equal(tags.genre, "Podcast");
       assert.equal(tags.comment, options.comment);
       assert.equal(tags.evil, undefined);
-      assert.equal(id3Version(await Deno.readFile(output)), version);
+      const bytes = await Deno.readFile(output);
+      assert.equal(id3Version(bytes), version);
+      const ascii = (text: string) => new TextEncoder().encode(text);
+      assert.ok(containsBytes(bytes, ascii("COMM")), "the comment is a COMM frame, which players show");
+      assert.ok(!containsBytes(bytes, ascii("TXXX")), "not a TXXX frame, which they do not");
     });
   });
 }

@@ -58,8 +58,16 @@ export function createMetadataApp(deps: MetadataAppDeps): Hono {
     const init = parsed.data;
     const cached = init.cacheKey ? await guard(cache.claim(init.cacheKey, init.id)) : null;
     const job = createJob(init, now(), cached ?? undefined);
-    if (await guard(store.insert(job))) return c.json(publicJob(job), 201);
-    return c.json(publicJob(await mustGet(store, job.id)), 200);
+    const inserted = await guard(store.insert(job)).catch(async (error) => {
+      if (cached) await cache.release(cached.key, job.id).catch(() => {}); // this job will not use it after all
+      throw error;
+    });
+    if (inserted) return c.json(publicJob(job), 201);
+    // A repeated request: the job exists. Its claim on the cached MP3 is the same user (the same id); only a job
+    // that does not use that MP3 lets go of it.
+    const existing = await mustGet(store, job.id);
+    if (cached && existing.output?.key !== cached.key) await guard(cache.release(cached.key, job.id));
+    return c.json(publicJob(existing), 200);
   });
 
   app.get("/jobs/:id", async (c) => c.json(publicJob(await mustGet(store, c.req.param("id")))));

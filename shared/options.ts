@@ -18,6 +18,9 @@ export function maxBitrateAt(sampleRate: number): number {
   return 64;
 }
 
+/** The default target of loudness normalisation, in LUFS. */
+export const DEFAULT_LOUDNESS = -16;
+
 /** LAME's typical average bitrate of each VBR quality, V0 to V9, in kbit/s. */
 export const VBR_TYPICAL_KBPS = [245, 225, 190, 175, 165, 130, 115, 100, 85, 65] as const;
 
@@ -40,6 +43,22 @@ export function parseTime(text: string): number {
   return Number(hours ?? 0) * 3600 + Number(minutes ?? 0) * 60 + Number(seconds);
 }
 
+/** A whole number, given as one ("128") or as digits in a string; nothing looser ("0x80", " ", "1e2"). */
+const whole = () =>
+  z.preprocess(
+    (value) => (typeof value === "string" && /^\s*\d{1,9}\s*$/.test(value) ? Number(value) : value),
+    z.number({ error: "must be a whole number" }).int({ error: "must be a whole number" }),
+  );
+
+/** A decimal number ("-14", "-23.5"), as a number or a string of one. */
+const decimal = () =>
+  z.preprocess(
+    (
+      value,
+    ) => (typeof value === "string" && /^\s*-?\d{1,6}(\.\d{1,6})?\s*$/.test(value) ? Number(value) : value),
+    z.number({ error: "must be a number" }),
+  );
+
 /** A text tag: no control characters but newline and tab, at most {@linkcode TAG_MAX} characters. */
 const Tag = z.string().max(TAG_MAX).refine((text) => !/\p{Cc}/u.test(text.replace(/[\n\t]/g, "")), {
   error: "must not contain control characters",
@@ -57,21 +76,21 @@ const Fields = {
   /** Constant bitrate of the MP3 in kbit/s (one of {@linkcode MP3_BITRATES}); "128k" is read as 128. */
   bitrate: z.preprocess(
     (value) => (typeof value === "string" ? value.trim().replace(/k$/i, "") : value),
-    z.coerce.number().int().refine((n) => (MP3_BITRATES as readonly number[]).includes(n), {
+    whole().refine((n) => (MP3_BITRATES as readonly number[]).includes(n), {
       error: `must be one of ${MP3_BITRATES.join(", ")} (kbit/s)`,
     }),
   ).optional(),
   /** LAME VBR quality, 0 (best, ~245 kbit/s) to 9 (smallest, ~65 kbit/s); "V2" is read as 2. */
   quality: z.preprocess(
     (value) => (typeof value === "string" ? value.trim().replace(/^v/i, "") : value),
-    z.coerce.number().int().min(0).max(9),
+    whole().pipe(z.number().min(0).max(9)),
   ).optional(),
   /** Sample rate of the MP3 in Hz (one of {@linkcode MP3_SAMPLE_RATES}). Default: the source's, if an MP3 can have it. */
-  sample_rate: z.coerce.number().int().refine((n) => (MP3_SAMPLE_RATES as readonly number[]).includes(n), {
+  sample_rate: whole().refine((n) => (MP3_SAMPLE_RATES as readonly number[]).includes(n), {
     error: `must be one of ${MP3_SAMPLE_RATES.join(", ")} (Hz)`,
   }).optional(),
   /** 1 (mono) or 2 (stereo). Default: the source's, with more than two channels downmixed to stereo. */
-  channels: z.coerce.number().int().min(1).max(2).optional(),
+  channels: whole().pipe(z.number().min(1).max(2)).optional(),
   /** Where the MP3 starts in the source, in seconds. */
   start: Time.optional(),
   /** Where the MP3 ends in the source, in seconds (not with `duration`). */
@@ -80,7 +99,7 @@ const Fields = {
   duration: Time.pipe(z.number().positive()).optional(),
   /** Which audio stream: its index among the audio streams (0 is the first), or an ISO 639-2 code ("fra"). */
   audio_track: z.union([
-    z.coerce.number().int().min(0).max(1000),
+    whole().pipe(z.number().min(0).max(1000)),
     z.string().trim().toLowerCase().regex(
       /^[a-z]{3}$/,
       "must be an index (0, 1, …) or a language code (fra)",
@@ -89,14 +108,14 @@ const Fields = {
   /** EBU R128 loudness normalisation (two passes of ffmpeg's loudnorm). Also on when `loudness` is given. */
   normalize: Flag.optional(),
   /** The integrated loudness to normalise to, in LUFS (default -16). */
-  loudness: z.coerce.number().min(-70).max(-5).optional(),
+  loudness: decimal().pipe(z.number().min(-70).max(-5)).optional(),
   title: Tag.optional(),
   artist: Tag.optional(),
   album: Tag.optional(),
   genre: Tag.optional(),
   comment: Tag.optional(),
   /** The year of the recording. */
-  year: z.coerce.number().int().min(0).max(9999).optional(),
+  year: whole().pipe(z.number().min(0).max(9999)).optional(),
   /** The track number, "3" or "3/12". */
   track: z.union([
     z.number().int().min(0),
@@ -106,7 +125,7 @@ const Fields = {
   /**
    * ID3v2 version of the tags: 3 (default; read by every player, Windows Explorer included) or 4.
    */
-  id3v2_version: z.coerce.number().int().refine((n) => n === 3 || n === 4, { error: "must be 3 or 4" })
+  id3v2_version: whole().refine((n) => n === 3 || n === 4, { error: "must be 3 or 4" })
     .optional(),
   /**
    * The front cover: "auto" (default: the source's attached picture, if it has one), "none", or seconds into
@@ -146,10 +165,15 @@ export const ConversionOptions = RawOptions.superRefine((o, ctx) => {
     issue("loudness", 'sets the normalisation target, so it needs "normalize" on');
   }
 }).transform((o) => {
+  // One form for options that mean the same: absent where they equal the default, so that they make the same
+  // cache key ("normalize=true" is "loudness=-16"; "cover=auto" and "id3v2_version=3" are what absent means).
   const out: Record<string, unknown> = {};
   for (const [name, value] of Object.entries(o)) if (value !== undefined) out[name] = value;
   if (o.loudness !== undefined) out.normalize = true;
   if (out.normalize === false) delete out.normalize;
+  if (out.loudness === DEFAULT_LOUDNESS) delete out.loudness;
+  if (out.cover === "auto") delete out.cover;
+  if (out.id3v2_version === 3) delete out.id3v2_version;
   return out as typeof o;
 });
 /** Options for one conversion, after validation; absent options take their defaults at conversion time. */
@@ -157,9 +181,6 @@ export type ConversionOptions = z.infer<typeof ConversionOptions>;
 
 /** The names of every option, to pick them out of a query string or form. */
 export const OPTION_NAMES = Object.keys(Fields) as (keyof ConversionOptions)[];
-
-/** The default target of loudness normalisation, in LUFS. */
-export const DEFAULT_LOUDNESS = -16;
 
 /**
  * Validates raw option values (strings from a query or a form), throwing `invalid_option` naming the field.

@@ -33,6 +33,7 @@ Deno.test("parseOptions reads form strings: bitrate, quality, rate, channels, ti
   assert.deepEqual(parseOptions({ normalize: "true" }), { normalize: true });
   assert.deepEqual(parseOptions({ normalize: "false" }), {});
   assert.deepEqual(parseOptions({ loudness: "-14" }), { loudness: -14, normalize: true });
+  assert.deepEqual(parseOptions({ loudness: "-23.5" }), { loudness: -23.5, normalize: true });
   assert.deepEqual(parseOptions({ cover: "none" }), { cover: "none" });
   assert.deepEqual(parseOptions({ cover: "12.5" }), { cover: 12.5 });
   assert.deepEqual(
@@ -65,6 +66,21 @@ Deno.test("parseOptions rejects bad values with invalid_option naming the field"
   rejects({ track: "three" }, "track");
   rejects({ id3v2_version: "2" }, "id3v2_version");
   rejects({ cover: "banana" }, "cover");
+  // Nothing looser than digits: JavaScript's Number() would read all of these.
+  for (const loose of [" ", "0x80", "1e2", "128.0", "+128", "Infinity"]) {
+    rejects({ bitrate: loose }, "bitrate");
+  }
+  rejects({ audio_track: " " }, "audio_track");
+  rejects({ year: " " }, "year");
+  rejects({ channels: " 1e0" }, "channels");
+  rejects({ loudness: "-0x10" }, "loudness");
+});
+
+Deno.test("parseOptions leaves out options that equal their default, so equal requests are equal", () => {
+  assert.deepEqual(parseOptions({ normalize: "true", loudness: "-16", cover: "auto", id3v2_version: "3" }), {
+    normalize: true,
+  });
+  assert.deepEqual(parseOptions({ loudness: "-16" }), parseOptions({ normalize: "true" }));
 });
 
 Deno.test("parseOptions rejects options that contradict each other, naming one of them", () => {

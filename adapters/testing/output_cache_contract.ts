@@ -74,4 +74,17 @@ export function testOutputCache(
     assert.equal(await cache.release("outputs/b.mp3", "job-b"), true, "b's own MP3 is free to delete");
     assert.equal((await cache.claim("k1", "job-c"))?.key, "outputs/a.mp3", "a's entry is untouched");
   });
+
+  test("a release racing claims never frees an output a claim handed out", async (cache) => {
+    for (let round = 0; round < 10; round++) {
+      const outputKey = `outputs/race-${round}.mp3`;
+      await cache.remember(`race-${round}`, output(outputKey), "job-a");
+      const [released, ...claims] = await Promise.all([
+        cache.release(outputKey, "job-a"),
+        ...Array.from({ length: 10 }, (_, i) => cache.claim(`race-${round}`, `job-${i}`)),
+      ]);
+      const handedOut = claims.filter((c) => c !== null).length;
+      assert.ok(!(released && handedOut > 0), `round ${round}: freed while ${handedOut} claims got it`);
+    }
+  });
 }
