@@ -51,7 +51,13 @@ export async function runEmbedded(config: EmbeddedEnv): Promise<Running> {
 
   const metadataApp = createMetadataApp({ store, cache });
   const metadata = createMetadataClient((request) => metadataApp.fetch(request));
-  const uploadApp = createUploadApp({ blobs, tasks, metadata, maxUploadBytes: config.MAX_UPLOAD_BYTES });
+  const uploadApp = createUploadApp({
+    blobs,
+    tasks,
+    metadata,
+    maxUploadBytes: config.MAX_UPLOAD_BYTES,
+    stall: { timeoutMs: config.UPLOAD_STALL_SECONDS * 1000, minBytes: config.UPLOAD_STALL_MIN_BYTES },
+  });
   const reconciler = createReconciler({ blobs, tasks, metadata, graceMs: config.RECONCILE_GRACE_SECONDS * 1000 })
     .start(config.RECONCILE_SECONDS * 1000);
   const gatewayApp = createGatewayApp({ upload: (request) => uploadApp.fetch(request), metadata });

@@ -109,11 +109,13 @@ export async function makeCover(
   }
   if (run.status.success && size > 0) return output;
   await Deno.remove(output).catch(() => {});
-  if (run.status.signal) {
-    // Killed (a resource limit, say): a passing failure, not a picture to do without.
+  if (run.status.signal || /Cannot allocate memory|error while loading shared libraries/.test(run.stderr)) {
+    // Killed, or out of memory (a resource limit, say): ffmpeg's failure, not a picture to do without.
     throw new AppError(
       "conversion_failed",
-      `Converting "${options.name}" failed: making its cover, ffmpeg was killed by ${run.status.signal}`,
+      `Converting "${options.name}" failed: making its cover, ffmpeg ${
+        run.status.signal ? `was killed by ${run.status.signal}` : "ran out of memory"
+      }`,
     );
   }
   if (cover.from === "stream") return null; // a picture ffmpeg cannot read: the MP3 goes without it

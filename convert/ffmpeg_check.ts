@@ -13,6 +13,44 @@ export interface CheckOptions {
   setprivPath?: string | null;
 }
 
+/**
+ * The resource limits a tool runs under (set by `bin/ff_guard` with util-linux `prlimit`, soft = hard; core dumps
+ * are always off). A tool past one fails: it cannot allocate (memory), is killed by SIGKILL (CPU), by SIGXFSZ
+ * (file size), or cannot open a file (open files). Only the default launcher applies them.
+ */
+export interface ToolLimits {
+  /** Address space (RLIMIT_AS), in bytes. */
+  memoryBytes: number;
+  /** CPU time of all its threads together (RLIMIT_CPU), in seconds. */
+  cpuSeconds: number;
+  /** The largest file it may write (RLIMIT_FSIZE), in bytes. */
+  fileBytes: number;
+  /** Open file descriptors (RLIMIT_NOFILE). */
+  openFiles: number;
+}
+
+/**
+ * The limits of a run unless told otherwise: 2 GiB of address space (measured with ffmpeg 5.1: it needs about
+ * 250 MiB just to load, an audio conversion fits in 300 MiB, a cover frame of a 720p H.264 video in 600 MiB with
+ * 3 decoder threads and 1.5 GiB with 16, a 4K one with 16 threads in 2 GiB), an hour of CPU (runs are given twice
+ * their wall-clock cap, see {@linkcode cpuSecondsFor}), files up to 2 GiB (an MP3 of 6 h at 320 kbit/s is
+ * 864 MB), 64 open files.
+ */
+export const DEFAULT_TOOL_LIMITS: Readonly<ToolLimits> = {
+  memoryBytes: 2 * 1024 ** 3,
+  cpuSeconds: 3600,
+  fileBytes: 2 * 1024 ** 3,
+  openFiles: 64,
+};
+
+/**
+ * The CPU-time cap of a run with `timeoutMs` of wall-clock time: twice that and 10 s (a decoder may run a thread per
+ * core, but the wall-clock timeout is what normally stops a run; this is the backstop).
+ */
+export function cpuSecondsFor(timeoutMs: number): number {
+  return Math.ceil((Math.max(0, timeoutMs) / 1000) * 2) + 10;
+}
+
 /** A launched tool: the child and the way to kill its whole process group. */
 export interface ToolProcess {
   child: Deno.ChildProcess;
@@ -61,23 +99,27 @@ export async function checkFfmpeg(options: CheckOptions = {}): Promise<void> {
 }
 
 /**
- * Launches `binary` with `args`, hardened: environment cleared (only PATH kept), no stdin, stdout and stderr
- * piped (the caller must drain both), its own process group, and under `setpriv --pdeathsig KILL` so the kernel
- * kills it if this process dies (even by SIGKILL). Throws an Error naming the binary when it is not found.
+ * Launches `binary` with `args`, hardened: environment cleared (only PATH kept; ff_guard is also told the limits,
+ * and removes them before the tool starts), no stdin, stdout and stderr
+ * piped (the caller must drain both), its own process group, under `setpriv --pdeathsig KILL` so the kernel
+ * kills it if this process dies (even by SIGKILL), and, through the default launcher `bin/ff_guard`, under
+ * `limits` (each one left out is {@linkcode DEFAULT_TOOL_LIMITS}'s). Throws an Error naming the binary when it is
+ * not found.
  */
 export function spawnTool(
   binary: string,
   args: string[],
-  options: { tool: "ffmpeg" | "ffprobe"; setprivPath?: string | null },
+  options: { tool: "ffmpeg" | "ffprobe"; setprivPath?: string | null; limits?: Partial<ToolLimits> },
 ): ToolProcess {
   const setpriv = options.setprivPath === undefined ? DEFAULT_SETPRIV : options.setprivPath;
   const command = setpriv ?? binary;
+  const env = { ...childEnv(), ...(isGuard(setpriv) ? guardEnv(options.limits) : {}) };
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(command, {
       args: setpriv === null ? args : ["--pdeathsig", "KILL", "--", binary, ...args],
       clearEnv: true,
-      env: childEnv(),
+      env,
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
@@ -104,10 +146,14 @@ export function spawnTool(
       throw launchError(new Deno.errors.NotFound(stderr.trim()), binary, options.tool);
     }
     if (setpriv !== null && status.code === 126 && /^ff_guard: /m.test(stderr)) {
-      throw new Error(
-        `${options.tool} at "${binary}" cannot be started: ${stderr.trim()}. Install it there, or run where ` +
-          "FFMPEG_PATH/FFPROBE_PATH need not be set.",
-      );
+      const advice = /^ff_guard: runs only/m.test(stderr)
+        ? ". Install it there, or run where FFMPEG_PATH/FFPROBE_PATH need not be set."
+        : "";
+      throw new Error(`${options.tool} at "${binary}" cannot be started: ${stderr.trim()}${advice}`);
+    }
+    if (setpriv !== null && !status.success && /^prlimit: /m.test(stderr)) {
+      // prlimit could not set a limit (say, one above the hard limit this process was given).
+      throw new Error(`${options.tool} at "${binary}" cannot be started under its limits: ${stderr.trim()}`);
     }
   };
   return { child, kill, assertLaunched };
@@ -166,6 +212,29 @@ async function runQuick(binary: string, args: string[], tool: string, viaSetpriv
     throw new Error(`${tool} at "${binary}" does not run (exit code ${output.code}): ${stderr}`);
   }
   return new TextDecoder().decode(output.stdout);
+}
+
+/** Whether `launcher` is ff_guard (the default, or a copy of it), which reads the limits from its environment. */
+function isGuard(launcher: string | null): boolean {
+  return launcher !== null && /(^|\/)ff_guard$/.test(launcher);
+}
+
+/** The variables by which ff_guard is told the limits; it removes them before the tool starts. */
+export function guardEnv(limits: Partial<ToolLimits> = {}): Record<string, string> {
+  const all = { ...DEFAULT_TOOL_LIMITS, ...limits };
+  const whole = (name: keyof ToolLimits) => {
+    const value = all[name];
+    if (!Number.isFinite(value) || value < 1) {
+      throw new RangeError(`Tool limit ${name} must be >= 1, not ${value}`);
+    }
+    return String(Math.ceil(value));
+  };
+  return {
+    FF_GUARD_MEMORY_BYTES: whole("memoryBytes"),
+    FF_GUARD_CPU_SECONDS: whole("cpuSeconds"),
+    FF_GUARD_FILE_BYTES: whole("fileBytes"),
+    FF_GUARD_OPEN_FILES: whole("openFiles"),
+  };
 }
 
 /** The child's whole environment: only PATH (the parent's when readable), so no secret reaches the tool. */

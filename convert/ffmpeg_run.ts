@@ -1,10 +1,10 @@
 /**
  * How every ffmpeg run of a conversion is made and watched: each input opened with only the file protocol, a
  * demuxer allowlist and a decoder allowlist; the tool launched by {@linkcode spawnTool} (clean environment, its own
- * process group, parent-death signal); stderr drained and capped; `-progress` parsed; a deadline shared by all the
+ * process group, parent-death signal, resource limits); stderr drained and capped; `-progress` parsed; a deadline shared by all the
  * runs of one job and an abort signal, both of which kill the process group.
  */
-import { spawnTool } from "./ffmpeg_check.ts";
+import { cpuSecondsFor, spawnTool, type ToolLimits } from "./ffmpeg_check.ts";
 import { ProgressParser, type ProgressUpdate } from "./progress.ts";
 
 /**
@@ -172,6 +172,11 @@ export interface RunContext {
   ffmpegPath?: string;
   /** See {@linkcode spawnTool}. */
   setprivPath?: string | null;
+  /**
+   * The resource limits of each run (see {@linkcode spawnTool}); by default `DEFAULT_TOOL_LIMITS`, with a CPU-time
+   * cap of {@linkcode cpuSecondsFor} the time left before the deadline.
+   */
+  limits?: Partial<ToolLimits>;
   /** When (Date.now() ms) the whole job's time is up; a run still going then is killed. */
   deadline: number;
   /** Stops the run (ffmpeg is killed); the promise then rejects with the signal's reason. */
@@ -208,6 +213,7 @@ export async function runFfmpeg(
   const { child, kill, assertLaunched } = spawnTool(context.ffmpegPath ?? "ffmpeg", args, {
     tool: "ffmpeg",
     setprivPath: context.setprivPath,
+    limits: { cpuSeconds: cpuSecondsFor(remaining), ...context.limits },
   });
   let timedOut = false;
   const timer = setTimeout(() => {

@@ -5,7 +5,7 @@
  */
 import { basename, resolve } from "node:path";
 import { AppError } from "@vmp3/shared";
-import { spawnTool } from "./ffmpeg_check.ts";
+import { cpuSecondsFor, spawnTool, type ToolLimits } from "./ffmpeg_check.ts";
 
 /**
  * The container demuxers an input may use (ffmpeg names; the mov demuxer is "mov,mp4,m4a,3gp,3g2,mj2" and matches
@@ -111,6 +111,11 @@ export interface ProbeOptions {
    * "setpriv" on Linux; null runs ffprobe directly). Needs --allow-run for it.
    */
   setprivPath?: string | null;
+  /**
+   * The resource limits of the ffprobe run (see {@linkcode spawnTool}); by default the launcher's, with a CPU-time
+   * cap of twice the timeout.
+   */
+  limits?: Partial<ToolLimits>;
 }
 
 /** Demuxers that read other files named inside the input. */
@@ -136,6 +141,9 @@ const SIGNATURES: { name: string; test: (b: Uint8Array) => boolean }[] = [
 
 const STDOUT_CAP = 1024 * 1024;
 
+/** What ffprobe prints when it cannot run at all or runs out of memory (its resource limits), whatever the file. */
+const TOOL_FAILURE = /error while loading shared libraries|Cannot allocate memory|out of memory/i;
+
 /** The tags a conversion may carry over, and the stream's language. */
 const TAG_KEYS = ["title", "artist", "album", "date"] as const;
 
@@ -156,7 +164,8 @@ const STDERR_CAP = 64 * 1024;
 /**
  * Probes `path` with a hardened ffprobe and checks it against the limits. Throws {@linkcode AppError}:
  * unsupported_input (not media, or a format we do not accept such as a playlist), corrupt_input (a known
- * format, damaged), no_audio_stream, too_many_streams, input_too_long; conversion_failed when ffprobe times out.
+ * format, damaged), no_audio_stream, too_many_streams, input_too_long; conversion_failed when ffprobe times out,
+ * is killed (a resource limit, a crash) or cannot run.
  */
 export async function probeInput(path: string, options: ProbeOptions): Promise<ProbeResult> {
   const abs = resolve(path);
@@ -194,6 +203,11 @@ export async function probeInput(path: string, options: ProbeOptions): Promise<P
   if (run.overflow) {
     throw cannot("unsupported_input", "ffprobe's description of the file is too large", stderr);
   }
+  if (run.code !== 0 && (run.signal !== null || TOOL_FAILURE.test(stderr))) {
+    // Killed (a resource limit, a crash) or unable to start or allocate: that says nothing about the file.
+    const how = run.signal ? `was killed by ${run.signal}` : `exited with code ${run.code}`;
+    throw cannot("conversion_failed", `ffprobe could not run: it ${how}${reason(stderr, true)}`, stderr);
+  }
   if (run.code !== 0) {
     const notAllowed = /\[([\w,]+) @ [^\]]*\] Format not on whitelist/.exec(stderr);
     if (notAllowed) throw cannot("unsupported_input", formatNotAccepted(notAllowed[1]), stderr);
@@ -217,6 +231,13 @@ export async function probeInput(path: string, options: ProbeOptions): Promise<P
   const demuxers = format.split(",");
   if (!demuxers.some((d) => ALLOWED_DEMUXERS.includes(d))) {
     throw cannot("unsupported_input", formatNotAccepted(format));
+  }
+  if (demuxers.includes("mov") && await refersToOtherFiles(abs)) {
+    // ffmpeg skips such a track (it follows it only with -enable_drefs 1), which would make an empty MP3.
+    throw cannot(
+      "unsupported_input",
+      "a track of it is a reference to data in another file, which is never opened; upload the media itself",
+    );
   }
 
   const streamList = json.streams ?? [];
@@ -358,9 +379,12 @@ function formatNotAccepted(demuxer: string): string {
   return `its format (${demuxer}) is not a video or audio format we accept`;
 }
 
-/** The first demuxer message of ffprobe's stderr (e.g. "moov atom not found"), for the error message. */
-function reason(stderr: string): string {
-  const match = /^\[[^\]]+\] (.+)$/m.exec(stderr);
+/**
+ * The first demuxer message of ffprobe's stderr (e.g. "moov atom not found"), or with `anyLine` its first line,
+ * for the error message.
+ */
+function reason(stderr: string, anyLine = false): string {
+  const match = anyLine ? /^\s*(\S.*)$/m.exec(stderr) : /^\[[^\]]+\] (.+)$/m.exec(stderr);
   return match ? ` (${match[1].trim().slice(0, 200)})` : "";
 }
 
@@ -388,8 +412,69 @@ async function readHead(path: string, length: number): Promise<Uint8Array> {
   return buffer.subarray(0, filled);
 }
 
+/** The boxes from the top of an ISO BMFF (MP4, MOV) file down to a track's data references. */
+const DREF_PATH = ["moov", "trak", "mdia", "minf", "dinf", "dref"];
+
+/**
+ * Whether an MP4/MOV file has a track whose data lives in another file: a data reference (`dref`) entry that is not
+ * flagged self-contained, or that carries a Mac alias record (which ffmpeg parses whatever the flag). Reads only
+ * box headers on the way, seeking past the rest (the media data), so a large file costs a few reads.
+ */
+export async function refersToOtherFiles(path: string): Promise<boolean> {
+  using file = await Deno.open(path, { read: true });
+  const readAt = async (at: number, length: number): Promise<Uint8Array> => {
+    await file.seek(at, Deno.SeekMode.Start);
+    const buffer = new Uint8Array(length);
+    let filled = 0;
+    while (filled < length) {
+      const n = await file.read(buffer.subarray(filled));
+      if (n === null) break;
+      filled += n;
+    }
+    return buffer.subarray(0, filled);
+  };
+  const walk = async (start: number, end: number, depth: number): Promise<boolean> => {
+    for (let at = start, boxes = 0; at + 8 <= end && boxes < 100_000; boxes++) {
+      const head = await readAt(at, 16);
+      if (head.length < 8) return false;
+      const view = new DataView(head.buffer, head.byteOffset, head.length);
+      let size = view.getUint32(0);
+      let headSize = 8;
+      if (size === 1 && head.length === 16) [size, headSize] = [Number(view.getBigUint64(8)), 16];
+      else if (size === 0) size = end - at;
+      if (size < headSize || at + size > end) return false; // damaged: ffprobe has had its say on that
+      if (ascii(head, 4, 8) === DREF_PATH[depth]) {
+        const found = depth === DREF_PATH.length - 1
+          ? size > 1024 * 1024 || externalEntry(await readAt(at + headSize, size - headSize))
+          : await walk(at + headSize, at + size, depth + 1);
+        if (found) return true;
+      }
+      at += size;
+    }
+    return false;
+  };
+  return await walk(0, (await file.stat()).size, 0);
+}
+
+/** Whether a `dref` box's body (after its header) has an entry that is not self-contained or names a file. */
+function externalEntry(body: Uint8Array): boolean {
+  const view = new DataView(body.buffer, body.byteOffset, body.length);
+  if (body.length < 8) return false;
+  const count = view.getUint32(4);
+  for (let at = 8, i = 0; i < count && at + 12 <= body.length; i++) {
+    const size = view.getUint32(at);
+    const type = ascii(body, at + 4, at + 8);
+    const selfContained = (view.getUint32(at + 8) & 1) === 1;
+    if (!selfContained || (type === "alis" && size > 12)) return true;
+    if (size < 12) return false;
+    at += size;
+  }
+  return false;
+}
+
 interface RunResult {
   code: number;
+  signal: Deno.Signal | null;
   stdout: string;
   stderr: string;
   overflow: boolean;
@@ -404,6 +489,7 @@ async function runFfprobe(options: ProbeOptions, args: string[]): Promise<RunRes
   const { child, kill, assertLaunched } = spawnTool(options.ffprobePath ?? "ffprobe", args, {
     tool: "ffprobe",
     setprivPath: options.setprivPath,
+    limits: { cpuSeconds: cpuSecondsFor(timeoutMs), ...options.limits },
   });
   let timedOut = false;
   const timer = setTimeout(() => {
@@ -421,6 +507,7 @@ async function runFfprobe(options: ProbeOptions, args: string[]): Promise<RunRes
     assertLaunched(status, err.text);
     return {
       code: status.code,
+      signal: status.signal,
       stdout: out.text,
       stderr: err.text,
       overflow: out.overflow,

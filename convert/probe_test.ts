@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type { ErrorCode } from "@vmp3/shared";
-import { probeInput } from "./probe.ts";
-import { makeHlsTrap, makeMedia, type MediaKind, SOURCE_TAGS } from "./testing/media.ts";
+import { probeInput, refersToOtherFiles } from "./probe.ts";
+import { makeDrefTrap, makeHlsTrap, makeMedia, type MediaKind, SOURCE_TAGS } from "./testing/media.ts";
 import { rejectsWith, withDir } from "./testing/helpers.ts";
 
 const LIMITS = { maxDuration: 6 * 3600, maxStreams: 16 };
@@ -60,6 +60,27 @@ Deno.test("probeInput rejects an HLS playlist named .mp4 with unsupported_input 
     const error = await rejectsWith(probeInput(trap.path, LIMITS), "unsupported_input");
     assert.ok(!error.message.includes(dir), error.message);
     assert.ok(!error.message.includes(trap.canaryText));
+  });
+});
+
+Deno.test("probeInput rejects an MP4 whose track is a reference to another file, which ffmpeg would skip", async () => {
+  await withDir(async (dir) => {
+    const trap = await makeDrefTrap(dir);
+    const error = await rejectsWith(
+      probeInput(trap.path, { ...LIMITS, name: "clip.mp4" }),
+      "unsupported_input",
+      /^Cannot convert "clip\.mp4": a track of it is a reference to data in another file/,
+    );
+    assert.ok(!error.message.includes(trap.canaryPath));
+  });
+});
+
+Deno.test("refersToOtherFiles finds no reference in ordinary MP4 and MOV files (cover art, tags, chapters too)", async () => {
+  await withDir(async (dir) => {
+    for (const kind of ["mp4", "mov", "mp4-cover", "mp4-tagged"] as const) {
+      assert.equal(await refersToOtherFiles(await makeMedia(dir, kind)), false, kind);
+    }
+    assert.equal(await refersToOtherFiles((await makeDrefTrap(dir)).path), true);
   });
 });
 

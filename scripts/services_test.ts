@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { EmbeddedEnv } from "@vmp3/shared";
 import { serviceArgs, serviceEnv } from "./services.ts";
 
 const env = {
@@ -16,9 +17,20 @@ const env = {
   UNRELATED_SECRET: "y",
 };
 
-Deno.test("each service is handed only the variables it reads: no S3 secret reaches Metadata or the Gateway", () => {
+Deno.test("each service is handed only the variables it reads: no S3 secret reaches the Gateway", () => {
   const metadata = serviceEnv("metadata", env);
-  assert.deepEqual(Object.keys(metadata).sort(), ["HOME", "PATH", "RABBITMQ_URL", "REDIS_URL"]);
+  // Metadata keeps the durable record of each job in the bucket.
+  assert.deepEqual(Object.keys(metadata).sort(), [
+    "AWS_PROFILE",
+    "HOME",
+    "PATH",
+    "RABBITMQ_URL",
+    "REDIS_URL",
+    "S3_ACCESS_KEY_ID",
+    "S3_BUCKET",
+    "S3_ENDPOINT",
+    "S3_SECRET_ACCESS_KEY",
+  ]);
   assert.deepEqual(Object.keys(serviceEnv("gateway", env)).sort(), [
     "HOME",
     "METADATA_URL",
@@ -35,7 +47,7 @@ Deno.test("serviceArgs limits each service's network to its listen address and t
   const net = (service: "gateway" | "upload" | "metadata" | "convert") =>
     serviceArgs(service, { ...env, PORT: "9999" }).find((a) => a.startsWith("--allow-net="));
   assert.equal(net("gateway"), "--allow-net=127.0.0.1:9999,upload:8081,metadata:8082");
-  assert.equal(net("metadata"), "--allow-net=127.0.0.1:9999,redis:6379,rabbit:5672");
+  assert.equal(net("metadata"), "--allow-net=127.0.0.1:9999,redis:6379,rabbit:5672,minio:9000");
   assert.equal(net("upload"), "--allow-net=127.0.0.1:9999,metadata:8082,rabbit:5672,minio:9000");
   assert.equal(net("convert"), "--allow-net=127.0.0.1:9999,rabbit:5672,minio:9000");
   const convert = serviceArgs("convert", env);
@@ -45,4 +57,13 @@ Deno.test("serviceArgs limits each service's network to its listen address and t
   for (const service of ["gateway", "upload", "metadata"] as const) {
     assert.ok(!serviceArgs(service, env).some((a) => /^--allow-(run|read|write)|^-A$/.test(a)), service);
   }
+});
+
+Deno.test("the dev task may read every variable the embedded mode reads", async () => {
+  const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  const dev: string = config.tasks.dev;
+  const allowed = /--allow-env=(\S+)/.exec(dev)?.[1].split(",") ?? [];
+  // parseEnv reads each variable of the schema; one the flags do not allow stops `deno task dev` at start.
+  const missing = Object.keys(EmbeddedEnv.shape).filter((name) => !allowed.includes(name));
+  assert.deepEqual(missing, [], `add to the dev task's --allow-env: ${missing.join(",")}`);
 });

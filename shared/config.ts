@@ -56,6 +56,9 @@ export type GatewayEnv = z.infer<typeof GatewayEnv>;
 export const UploadLimitsEnv = z.object({
   /** The largest accepted upload, in bytes (default 2 GiB). */
   MAX_UPLOAD_BYTES: bytes(2 * 1024 ** 3),
+  /** A client must send UPLOAD_STALL_MIN_BYTES in every this many seconds of waiting for it, or gets 408. */
+  UPLOAD_STALL_SECONDS: z.coerce.number().positive().default(30),
+  UPLOAD_STALL_MIN_BYTES: bytes(16 * 1024),
 });
 
 /** The reconciler, which publishes the task of a job recorded but never published (see upload/reconciler.ts). */

@@ -9,6 +9,7 @@ export const ERROR_STATUS = {
   invalid_request: 400,
   invalid_option: 400,
   not_found: 404,
+  request_timeout: 408,
   not_ready: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,

@@ -21,7 +21,7 @@ import {
   sha256Tap,
 } from "@vmp3/shared";
 import type { MetadataClient } from "@vmp3/metadata";
-import { receiveUpload } from "./receive.ts";
+import { receiveUpload, type StallLimit } from "./receive.ts";
 
 /** What the Upload app needs. */
 export interface UploadAppDeps {
@@ -29,6 +29,8 @@ export interface UploadAppDeps {
   tasks: Queue<ConversionRequested>;
   metadata: MetadataClient;
   maxUploadBytes: number;
+  /** How a stalled or trickling client is cut off (default: 16 KiB in every 30 s, see upload/receive.ts). */
+  stall?: Partial<StallLimit>;
   /** Lifetime of presigned download URLs, in seconds. */
   presignSeconds?: number;
   now?: () => Date;
@@ -72,7 +74,7 @@ export function createUploadApp(deps: UploadAppDeps): Hono {
           cause,
         });
       }
-    }, { maxBytes: maxUploadBytes }).catch(async (error) => {
+    }, { maxBytes: maxUploadBytes, stall: deps.stall }).catch(async (error) => {
       // The file may have been stored before the request failed (say, a bad form field after it).
       await blobs.delete(inputKey).catch((e) => console.error(`Could not remove input of job ${id}:`, e));
       throw error;

@@ -24,6 +24,7 @@ export async function run(config: UploadEnv) {
     tasks,
     metadata,
     maxUploadBytes: config.MAX_UPLOAD_BYTES,
+    stall: { timeoutMs: config.UPLOAD_STALL_SECONDS * 1000, minBytes: config.UPLOAD_STALL_MIN_BYTES },
     presignSeconds: config.S3_PRESIGN_SECONDS,
   });
   const reconciler = createReconciler({

@@ -4,5 +4,5 @@
  * serves finished MP3s.
  */
 export { createUploadApp, type UploadAppDeps } from "./app.ts";
-export { type IncomingFile, type Received, receiveUpload } from "./receive.ts";
+export { type IncomingFile, type Received, receiveUpload, type StallLimit } from "./receive.ts";
 export { createReconciler, type ReconcilerDeps, type ReconcileResult } from "./reconciler.ts";

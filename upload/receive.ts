@@ -1,6 +1,8 @@
 /**
  * Reads an upload from a request as a stream, never buffering it: a multipart/form-data body (field `file`) or a
- * raw video body. Bytes are counted as they pass, and the stream fails with payload_too_large past the limit.
+ * raw video body. Bytes are counted as they pass, and the stream fails with payload_too_large past the limit, or
+ * with request_timeout when the client sends too little for too long (a stalled or deliberately slow client).
+ * File names are display data only (see `displayFilename`): the one rule applies to every way of naming an upload.
  */
 import { Readable } from "node:stream";
 import busboy from "busboy";
@@ -21,16 +23,118 @@ export interface Received<R> {
 
 const RAW_TYPES = /^(video\/[\w.+-]+|audio\/[\w.+-]+|application\/octet-stream)$/i;
 
-function filenameFromDisposition(header: string | null): string | undefined {
+/**
+ * How a stalled or slow client is cut off: it must send at least `minBytes` in every `timeoutMs` spent waiting for
+ * it (the time storage takes to accept the bytes does not count), else the upload fails with request_timeout. A
+ * client that stops sending, or trickles a byte a second, is cut off after `timeoutMs`; one that sends 16 KiB in
+ * 30 s (about 550 B/s) never is.
+ */
+export interface StallLimit {
+  /** The window, in ms (default 30 s). */
+  timeoutMs: number;
+  /** The least the client must send in each window, in bytes (default 16 KiB). */
+  minBytes: number;
+}
+
+/** The default {@linkcode StallLimit}: 16 KiB in every 30 s. */
+export const DEFAULT_STALL_LIMIT: Readonly<StallLimit> = { timeoutMs: 30_000, minBytes: 16 * 1024 };
+
+/**
+ * The client's file name from a raw upload's Content-Disposition header: `filename*` (RFC 8187: UTF-8 or
+ * ISO-8859-1, with or without a language) if it can be decoded, else `filename`, quoted (with `\x` escapes) or
+ * not. A header carries bytes: a plain `filename` sent as raw UTF-8 (as curl and many clients do) is read as
+ * UTF-8.
+ */
+export function filenameFromDisposition(header: string | null): string | undefined {
   if (!header) return undefined;
-  const star = /filename\*\s*=\s*UTF-8''([^;]+)/i.exec(header);
+  const star = /(?:^|;)\s*filename\*\s*=\s*([\w!#$%&+^`{}~-]+)'[\w-]*'([^;\s]+)/i.exec(header);
   if (star) {
+    const charset = star[1].toLowerCase();
     try {
-      return decodeURIComponent(star[1].trim());
+      if (charset === "utf-8") return decodeURIComponent(star[2]);
+      if (charset === "iso-8859-1") {
+        return star[2].replace(/%([0-9a-f]{2})/gi, (_, hex) => String.fromCharCode(parseInt(hex, 16)));
+      }
     } catch { /* fall back to the plain parameter */ }
   }
-  return /filename\s*=\s*"((?:[^"\\]|\\.)*)"/i.exec(header)?.[1] ??
-    /filename\s*=\s*([^;\s]+)/i.exec(header)?.[1];
+  const quoted = /(?:^|;)\s*filename\s*=\s*"((?:[^"\\]|\\.)*)"/i.exec(header)?.[1]?.replace(/\\(.)/g, "$1");
+  const plain = quoted ?? /(?:^|;)\s*filename\s*=\s*([^;\s"]+)/i.exec(header)?.[1];
+  return plain === undefined ? undefined : bytesAsUtf8(plain);
+}
+
+/** A header value's bytes (each one a character of 0-255, as fetch gives them) read as UTF-8, when they are. */
+function bytesAsUtf8(value: string): string {
+  const codes = Array.from(value, (c) => c.charCodeAt(0));
+  if (!codes.some((c) => c >= 0x80) || codes.some((c) => c > 0xff)) return value;
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(Uint8Array.from(codes));
+  } catch {
+    return value; // ISO-8859-1 after all
+  }
+}
+
+/**
+ * A multipart file name as browsers, curl (7.81+) and fetch send it: the HTML standard makes them write `"`, CR
+ * and LF as %22, %0D and %0A, and nothing else, so those three (and only those) are turned back.
+ */
+export function multipartFilename(raw: string | undefined): string | undefined {
+  return raw?.replace(/%(22|0D|0A)/gi, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+}
+
+/**
+ * `body` as a stream that fails with request_timeout when the client sends less than `limit.minBytes` in
+ * `limit.timeoutMs` of waiting for it. Only the time spent waiting for the client counts: a slow reader (storage)
+ * never times the upload out.
+ */
+export function stallGuard(
+  body: ReadableStream<Uint8Array>,
+  limit: StallLimit,
+): { stream: ReadableStream<Uint8Array>; timedOut: () => boolean } {
+  const reader = body.getReader();
+  let timedOut = false;
+  let waited = 0; // ms spent waiting for the client since the window began
+  let received = 0; // bytes received since then
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stalled = new Promise<"stalled">((resolve) => {
+        timer = setTimeout(() => resolve("stalled"), Math.max(0, limit.timeoutMs - waited));
+      });
+      const started = performance.now();
+      try {
+        const next = await Promise.race([reader.read(), stalled]);
+        waited += performance.now() - started;
+        if (next === "stalled") {
+          timedOut = true;
+          const error = requestTimeout(limit);
+          reader.cancel(error).catch(() => {});
+          controller.error(error);
+        } else if (next.done) {
+          controller.close();
+        } else {
+          received += next.value.byteLength;
+          if (received >= limit.minBytes) [waited, received] = [0, 0];
+          controller.enqueue(next.value);
+        }
+      } catch (error) {
+        controller.error(error);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+  return { stream, timedOut: () => timedOut };
+}
+
+function requestTimeout(limit: StallLimit): AppError {
+  return new AppError(
+    "request_timeout",
+    `The upload sent less than ${limit.minBytes} bytes in ${Math.round(limit.timeoutMs / 100) / 10} s; ` +
+      "it was cut off and nothing was kept",
+  );
 }
 
 function limitBytes(
@@ -58,14 +162,20 @@ function tooLarge(maxBytes: number): AppError {
 
 /**
  * Streams the uploaded file of `request` to `onFile`, which must consume it. Resolves once the whole body is read
- * and `onFile` is done; throws AppError payload_too_large, unsupported_media_type or invalid_request.
+ * and `onFile` is done; throws AppError payload_too_large, unsupported_media_type, invalid_request or
+ * request_timeout (the client sent too little for too long; see {@linkcode StallLimit}).
  */
 export async function receiveUpload<R>(
   request: Request,
   onFile: (file: IncomingFile) => Promise<R>,
-  options: { maxBytes: number },
+  options: {
+    maxBytes: number;
+    /** When a stalled or slow client is cut off with request_timeout (default {@linkcode DEFAULT_STALL_LIMIT}). */
+    stall?: Partial<StallLimit>;
+  },
 ): Promise<Received<R>> {
   const { maxBytes } = options;
+  const stall = { ...DEFAULT_STALL_LIMIT, ...options.stall };
   // The Gateway passes the client's Content-Length on as x-content-length (its own hop is chunked).
   const length = Number(
     request.headers.get("content-length") ?? request.headers.get("x-content-length") ?? NaN,
@@ -79,7 +189,22 @@ export async function receiveUpload<R>(
   }
   const contentType = request.headers.get("content-type") ?? "";
   const url = new URL(request.url);
+  const guard = stallGuard(request.body, stall);
+  try {
+    return await receiveBody(guard.stream, contentType, url, request.headers, maxBytes, onFile);
+  } catch (error) {
+    throw guard.timedOut() ? requestTimeout(stall) : error;
+  }
+}
 
+async function receiveBody<R>(
+  body: ReadableStream<Uint8Array>,
+  contentType: string,
+  url: URL,
+  headers: Headers,
+  maxBytes: number,
+  onFile: (file: IncomingFile) => Promise<R>,
+): Promise<Received<R>> {
   const guarded = async (file: IncomingFile): Promise<R> => {
     const limit = limitBytes(maxBytes);
     try {
@@ -90,23 +215,23 @@ export async function receiveUpload<R>(
   };
 
   if (/^multipart\/form-data/i.test(contentType)) {
-    return await receiveMultipart(request.body, contentType, guarded);
+    return await receiveMultipart(body, contentType, guarded);
   }
   const mediaType = contentType.split(";")[0].trim();
   if (mediaType && !RAW_TYPES.test(mediaType)) {
-    await request.body.cancel().catch(() => {});
+    await body.cancel().catch(() => {});
     throw new AppError(
       "unsupported_media_type",
       `Send the video as multipart/form-data (field "file") or as a raw video/*, audio/* or application/octet-stream body, not ${mediaType}`,
     );
   }
   const filename = displayFilename(
-    url.searchParams.get("filename") ?? filenameFromDisposition(request.headers.get("content-disposition")),
+    url.searchParams.get("filename") ?? filenameFromDisposition(headers.get("content-disposition")),
   );
   const result = await guarded({
     filename,
     contentType: mediaType || "application/octet-stream",
-    stream: request.body,
+    stream: body,
   });
   return { result, fields: {} };
 }
@@ -158,12 +283,18 @@ function receiveMultipart<R>(
     file = stream;
     const web = Readable.toWeb(stream) as unknown as ReadableStream<Uint8Array>;
     handled = onFile({
-      filename: displayFilename(info.filename),
+      filename: displayFilename(multipartFilename(info.filename)),
       contentType: info.mimeType || "application/octet-stream",
       stream: web,
     });
     handled.catch(fail);
   });
+  parser.on("filesLimit", () => {
+    fail(new AppError("invalid_request", 'The form has more than one file; send one video, as field "file"'));
+  });
+  for (const event of ["fieldsLimit", "partsLimit"] as const) {
+    parser.on(event, () => fail(new AppError("invalid_request", "The form has too many fields")));
+  }
   parser.on("close", () => {
     if (settled) return;
     if (!handled) {

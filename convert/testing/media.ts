@@ -31,7 +31,8 @@ export type MediaKind =
   | "random-bytes"
   | "truncated-mp4"
   | "hls-playlist-as-mp4"
-  | "ffconcat-as-mp4";
+  | "ffconcat-as-mp4"
+  | "mp4-720p";
 
 /** The tone of each audio track of an "mkv-two-tracks" file, in Hz: track 0 (eng), track 1 (fra, the default). */
 export const TWO_TRACK_TONES = { eng: 440, fra: 3000 } as const;
@@ -119,6 +120,7 @@ const SMALL_VIDEO = (seconds: number) => [
  * - "mp3-tagged": a 128 kbit/s CBR stereo MP3 at 44.1 kHz with {@linkcode SOURCE_TAGS} as ID3v2.4.
  * - "flac-quiet": a 1 kHz tone at -40 dBFS (about -43 LUFS), mono.
  * - "ogg-tagged": Vorbis in Ogg with {@linkcode SOURCE_TAGS} as upper-case Vorbis comments (stream tags).
+ * - "mp4-720p": 1280x720 30 fps H.264 and 48 kHz AAC, the size of a usual upload.
  */
 export async function makeMedia(
   dir: string,
@@ -413,6 +415,24 @@ export async function makeMedia(
       await Deno.writeFile(path, bytes.subarray(0, Math.floor(bytes.length * 0.4)));
       return path;
     }
+    case "mp4-720p": {
+      const path = file("mp4");
+      await ffmpeg([
+        "-f",
+        "lavfi",
+        "-i",
+        `testsrc2=s=1280x720:r=30:d=${s}`,
+        ...SINE(s, 48000),
+        ...H264,
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128k",
+        "-shortest",
+        path,
+      ]);
+      return path;
+    }
     case "hls-playlist-as-mp4":
       return (await makeHlsTrap(dir)).path;
     case "ffconcat-as-mp4":
@@ -457,6 +477,276 @@ export async function makeConcatTrap(dir: string): Promise<Trap> {
   const name = canaryPath.slice(dir.length + 1);
   await Deno.writeTextFile(path, `ffconcat version 1.0\nfile '${name}'\nfile '${name}'\n`);
   return { path, canaryPath, canaryText };
+}
+
+/**
+ * A loopback HTTP listener that must never be reached: it counts every request (and answers the canary MP3's
+ * bytes, so a tool that follows a URL to it gets media it would happily convert).
+ */
+export interface CanaryServer {
+  /** Its base URL, `http://127.0.0.1:<port>`. */
+  url: string;
+  /** The paths requested so far. */
+  requests: string[];
+  close(): Promise<void>;
+}
+
+/** Starts a {@linkcode CanaryServer} on 127.0.0.1 (a free port) that answers with the bytes of `canaryPath`. */
+export function startCanaryServer(canaryPath: string): CanaryServer {
+  const requests: string[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (request) => {
+    requests.push(new URL(request.url).pathname);
+    return new Response(await Deno.readFile(canaryPath), { headers: { "content-type": "audio/mpeg" } });
+  });
+  return {
+    url: `http://127.0.0.1:${server.addr.port}`,
+    requests,
+    close: () => server.shutdown(),
+  };
+}
+
+/** The canary MP3 a trap points at, made in `dir` (for traps that only name URLs, or several traps at one). */
+export function makeCanaryFile(dir: string): Promise<{ canaryPath: string; canaryText: string }> {
+  return makeCanary(dir);
+}
+
+/** An HLS playlist (saved as .mp4) whose segments are `urls`. */
+export async function makeHlsUrlTrap(dir: string, canary: Omit<Trap, "path">, urls: string[]): Promise<Trap> {
+  const path = join(dir, `hls-url-${crypto.randomUUID().slice(0, 8)}.mp4`);
+  await Deno.writeTextFile(path, hlsPlaylist(urls));
+  return { path, ...canary };
+}
+
+/**
+ * A Matroska file with a real audio track that carries playlists as inert data: an HLS playlist naming the canary
+ * (and `urls`) as an attachment (`playlist.m3u8`, application/vnd.apple.mpegurl), and an ffconcat list as the
+ * text of a subtitle track. Nothing in a Matroska file makes a demuxer open them.
+ */
+export async function makeMkvEmbeddedTrap(dir: string, urls: string[] = []): Promise<Trap> {
+  const { canaryPath, canaryText } = await makeCanary(dir);
+  const id = crypto.randomUUID().slice(0, 8);
+  const playlist = join(dir, `playlist-${id}.m3u8`);
+  await Deno.writeTextFile(playlist, hlsPlaylist([canaryPath, pathToFileURL(canaryPath).href, ...urls]));
+  const subtitles = join(dir, `list-${id}.srt`);
+  const list = `ffconcat version 1.0\nfile '${canaryPath}'\nfile '${canaryPath.slice(dir.length + 1)}'`;
+  await Deno.writeTextFile(subtitles, `1\n00:00:00,000 --> 00:00:02,000\n${list}\n`);
+  const path = join(dir, `mkv-embedded-${id}.mkv`);
+  await ffmpeg([
+    ...SINE(2, 44100),
+    "-i",
+    subtitles,
+    "-attach",
+    playlist,
+    "-metadata:s:t",
+    "mimetype=application/vnd.apple.mpegurl",
+    "-map",
+    "0",
+    "-map",
+    "1",
+    "-c:a",
+    "libopus",
+    "-c:s",
+    "srt",
+    path,
+  ]);
+  await Deno.remove(playlist);
+  await Deno.remove(subtitles);
+  return { path, canaryPath, canaryText };
+}
+
+/**
+ * An MP4 (AAC audio) whose audio track's data reference is a Mac alias record naming the canary MP3 in the same
+ * folder (absolute path, one level up and down: what mov's `enable_drefs` would follow). Read with
+ * `-enable_drefs 1`, its samples come from the canary; by default ffmpeg skips the external track.
+ */
+export async function makeDrefTrap(dir: string): Promise<Trap> {
+  const { canaryPath, canaryText } = await makeCanary(dir);
+  const source = join(dir, `dref-source-${crypto.randomUUID().slice(0, 8)}.mp4`);
+  await ffmpeg([...SINE(2, 44100), "-c:a", "aac", "-b:a", "64k", source]);
+  const bytes = await Deno.readFile(source);
+  await Deno.remove(source);
+  const path = join(dir, `dref-${crypto.randomUUID().slice(0, 8)}.mp4`);
+  await Deno.writeFile(
+    path,
+    replaceBox(bytes, ["moov", "trak", "mdia", "minf", "dinf", "dref"], aliasDref(canaryPath)),
+  );
+  return { path, canaryPath, canaryText };
+}
+
+/**
+ * An AVI with a PCM audio track and a text track whose one chunk is a GAB2 subtitle carrying `content` (by
+ * default an HLS playlist naming the canary, as in CVE-2016-1898 and CVE-2017-9993). ffmpeg's AVI demuxer probes a
+ * GAB2 payload and opens a demuxer on it; an SRT payload shows that the chunk is read.
+ */
+export async function makeAviGab2Trap(
+  dir: string,
+  options: { urls?: string[]; content?: string } = {},
+): Promise<Trap> {
+  const { canaryPath, canaryText } = await makeCanary(dir);
+  const content = options.content ??
+    hlsPlaylist([canaryPath, pathToFileURL(canaryPath).href, ...(options.urls ?? [])]);
+  const path = join(dir, `avi-gab2-${crypto.randomUUID().slice(0, 8)}.avi`);
+  await Deno.writeFile(path, gab2Avi(new TextEncoder().encode(content)));
+  return { path, canaryPath, canaryText };
+}
+
+function hlsPlaylist(entries: string[]): string {
+  return [
+    "#EXTM3U",
+    "#EXT-X-VERSION:3",
+    "#EXT-X-TARGETDURATION:2",
+    "#EXT-X-MEDIA-SEQUENCE:0",
+    ...entries.flatMap((entry) => ["#EXTINF:2.0,", entry]),
+    "#EXT-X-ENDLIST",
+    "",
+  ].join("\n");
+}
+
+/** `bytes` (an ISO BMFF file) with the box at `path` replaced by `box`, its ancestors' sizes fixed. */
+function replaceBox(bytes: Uint8Array, path: string[], box: Uint8Array): Uint8Array {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const walk = (start: number, end: number, depth: number): Uint8Array => {
+    const parts: Uint8Array[] = [];
+    let at = start;
+    let found = false;
+    while (at + 8 <= end) {
+      const size = view.getUint32(at);
+      const type = ascii(bytes, at + 4, at + 8);
+      if (size < 8) throw new Error(`replaceBox: box ${type} has a size of ${size}`);
+      if (!found && type === path[depth]) {
+        found = true;
+        if (depth === path.length - 1) {
+          parts.push(box);
+        } else {
+          const inner = walk(at + 8, at + size, depth + 1);
+          const head = new Uint8Array(8);
+          new DataView(head.buffer).setUint32(0, 8 + inner.length);
+          head.set(bytes.subarray(at + 4, at + 8), 4);
+          parts.push(head, inner);
+        }
+      } else {
+        parts.push(bytes.subarray(at, at + size));
+      }
+      at += size;
+    }
+    if (!found) throw new Error(`replaceBox: no ${path[depth]} box`);
+    return concat(parts);
+  };
+  return walk(0, bytes.length, 0);
+}
+
+/** A `dref` box with one Mac alias record (`alis`) whose absolute path is `target`, one level up and down. */
+function aliasDref(target: string): Uint8Array {
+  const name = new TextEncoder().encode(target.split("/").pop()!);
+  const fullPath = new TextEncoder().encode(target);
+  const record: number[] = [];
+  const u8 = (n: number) => record.push(n & 0xff);
+  const u16 = (n: number) => record.push((n >> 8) & 0xff, n & 0xff);
+  const fixed = (data: Uint8Array, length: number) => {
+    for (let i = 0; i < length; i++) u8(data[i] ?? 0);
+  };
+  fixed(new Uint8Array(), 10); // user type, record size, version, kind
+  u8(0); // volume name length: no volume
+  fixed(new Uint8Array(), 27);
+  fixed(new Uint8Array(), 12); // created, file system, disk type, parent folder
+  u8(Math.min(name.length, 63));
+  fixed(name, 63);
+  fixed(new Uint8Array(), 16); // file number, created, type, creator
+  u16(1); // levels up from the alias to the common folder
+  u16(1); // levels down from there to the target
+  fixed(new Uint8Array(), 16); // volume attributes, file system id, reserved
+  u16(2); // an absolute path
+  u16(fullPath.length);
+  fixed(fullPath, fullPath.length + (fullPath.length & 1));
+  u16(0xffff); // end
+  u16(0);
+  const entry = fullBox("alis", 0, new Uint8Array(record));
+  const count = new Uint8Array(4);
+  new DataView(count.buffer).setUint32(0, 1);
+  return fullBox("dref", 0, concat([count, entry]));
+}
+
+/** An ISO BMFF full box: size, type, version 0 and `flags`, `body`. */
+function fullBox(type: string, flags: number, body: Uint8Array): Uint8Array {
+  const head = new Uint8Array(12);
+  const view = new DataView(head.buffer);
+  view.setUint32(0, 12 + body.length);
+  head.set(new TextEncoder().encode(type), 4);
+  view.setUint32(8, flags & 0xffffff);
+  return concat([head, body]);
+}
+
+/** An AVI: 2 s of 8 kHz mono 16-bit PCM silence (stream 0), and a text stream (1) with one GAB2 chunk. */
+function gab2Avi(subtitle: Uint8Array): Uint8Array {
+  const le = (size: number, values: number[]) => {
+    const out = new Uint8Array(values.length * size);
+    const view = new DataView(out.buffer);
+    values.forEach((v, i) => size === 2 ? view.setUint16(i * 2, v, true) : view.setUint32(i * 4, v, true));
+    return out;
+  };
+  const chunk = (id: string, data: Uint8Array) =>
+    concat([new TextEncoder().encode(id), le(4, [data.length]), data, new Uint8Array(data.length & 1)]);
+  const list = (kind: "RIFF" | "LIST", type: string, children: Uint8Array[]) => {
+    const body = concat([new TextEncoder().encode(type), ...children]);
+    return concat([new TextEncoder().encode(kind), le(4, [body.length]), body]);
+  };
+  const fourcc = (s: string) => new TextEncoder().encode(s);
+  const rate = 8000;
+  const pieces = 20;
+  const piece = new Uint8Array((rate * 2) / 10); // 0.1 s of 16-bit mono, `pieces` times
+  const strh = (type: string, scale: number, rateValue: number, length: number, sampleSize: number) =>
+    chunk(
+      "strh",
+      concat([
+        fourcc(type),
+        le(4, [0, 0, 0, 0, scale, rateValue, 0, length, 0, 0xffffffff, sampleSize]),
+        le(2, [0, 0, 0, 0]),
+      ]),
+    );
+  const audio = list("LIST", "strl", [
+    strh("auds", 2, rate * 2, rate * 2, 2),
+    chunk("strf", concat([le(2, [1, 1]), le(4, [rate, rate * 2]), le(2, [2, 16, 0])])),
+  ]);
+  const text = list("LIST", "strl", [strh("txts", 1, 1, 1, 0), chunk("strf", new Uint8Array())]);
+  const title = new Uint8Array(4); // no description: an empty UTF-16 string
+  const gab2 = concat([
+    fourcc("GAB2"),
+    new Uint8Array([0]),
+    le(2, [2]),
+    le(4, [title.length]),
+    title,
+    le(2, [4]),
+    le(4, [subtitle.length]),
+    subtitle,
+  ]);
+  const chunks = [chunk("01tx", gab2), ...Array.from({ length: pieces }, () => chunk("00wb", piece))];
+  const index: Uint8Array[] = [];
+  let offset = 4; // from the "movi" type
+  for (const c of chunks) {
+    const size = new DataView(c.buffer, c.byteOffset).getUint32(4, true);
+    index.push(concat([c.subarray(0, 4), le(4, [0x10, offset, size])]));
+    offset += c.length;
+  }
+  const avih = chunk("avih", le(4, [100_000, rate * 2, 0, 0x10, pieces, 0, 2, 0, 0, 0, 0, 0, 0, 0]));
+  return list("RIFF", "AVI ", [
+    list("LIST", "hdrl", [avih, audio, text]),
+    list("LIST", "movi", chunks),
+    chunk("idx1", concat(index)),
+  ]);
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+function ascii(bytes: Uint8Array, start: number, end: number): string {
+  return String.fromCharCode(...bytes.subarray(start, end));
 }
 
 /** The duration in seconds of the first audio stream of `path`, counted from its decoded samples. */
