@@ -11,7 +11,7 @@ import {
   MP3_BITRATES,
   MP3_SAMPLE_RATES,
 } from "@vmp3/shared";
-import type { AudioStreamInfo, ProbeResult } from "./probe.ts";
+import type { AudioStreamInfo, ChapterInfo, ProbeResult } from "./probe.ts";
 
 /** Everything {@linkcode transcode} needs to know about one conversion. */
 export interface ConversionPlan {
@@ -41,6 +41,13 @@ export interface ConversionPlan {
   cover: { from: "stream"; index: number } | { from: "frame"; at: number } | null;
   /** Whether the source's chapters become ID3 chapters. */
   chapters: boolean;
+  /**
+   * The source's chapters (absolute times, seconds) and their cleaned titles, which are all the output's chapters
+   * carry: nothing else of their metadata. ffmpeg drops and shifts them for a trim (see `survivingChapters`).
+   */
+  chapterList: ChapterInfo[];
+  /** Where the source's timeline starts, in seconds. */
+  sourceStart: number;
 }
 
 /** Codecs whose bitrate says nothing about their quality: they are encoded as VBR V2 by default. */
@@ -127,6 +134,8 @@ export function planConversion(probe: ProbeResult, options: ConversionOptions): 
     id3v2Version: options.id3v2_version === 4 ? 4 : 3,
     cover: planCover(probe, options.cover),
     chapters: probe.chapters > 0 && probe.chapters <= MAX_CHAPTERS,
+    chapterList: probe.chapters <= MAX_CHAPTERS ? probe.chapterList : [],
+    sourceStart: probe.startTime,
   };
 }
 
@@ -275,4 +284,25 @@ function planCover(probe: ProbeResult, cover: ConversionOptions["cover"]): Conve
 
 function seconds(value: number): string {
   return String(Math.round(value * 1000) / 1000);
+}
+
+/**
+ * The chapters ffmpeg keeps for an output that starts `start` s into the source and lasts at most `length` s,
+ * in order: its own rule (fftools' copy_chapters), so that the i-th kept chapter is the output's i-th. A chapter
+ * is dropped when it ends before the start, and from the first one that begins after the end.
+ */
+export function survivingChapters(
+  chapters: readonly ChapterInfo[],
+  sourceStart: number,
+  start: number,
+  length: number,
+): ChapterInfo[] {
+  const from = sourceStart + start;
+  const kept: ChapterInfo[] = [];
+  for (const chapter of chapters) {
+    if (chapter.end < from) continue;
+    if (chapter.start > from + length) break;
+    kept.push(chapter);
+  }
+  return kept;
 }

@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { AppError, parseOptions } from "@vmp3/shared";
-import { autoEncoder, defaultSampleRate, MAX_CHAPTERS, planConversion, streamToMeasure } from "./plan.ts";
+import {
+  autoEncoder,
+  defaultSampleRate,
+  MAX_CHAPTERS,
+  planConversion,
+  streamToMeasure,
+  survivingChapters,
+} from "./plan.ts";
 import { type AudioStreamInfo, probeInput, type ProbeResult } from "./probe.ts";
 import { makeMedia } from "./testing/media.ts";
 import { withDir } from "./testing/helpers.ts";
@@ -31,6 +38,8 @@ function probe(overrides: Partial<ProbeResult> = {}, audio: AudioStreamInfo[] = 
     videoDuration: 3,
     tags: {},
     chapters: 0,
+    chapterList: [],
+    startTime: 0,
     ...overrides,
   };
 }
@@ -306,4 +315,15 @@ Deno.test("on a real MP3: copied by default; a cover frame is an invalid_option 
     assert.equal(plan(result).method, "copy");
     throwsOption(() => plan(result, { cover: "1" }), "cover", /no video/);
   });
+});
+
+Deno.test("survivingChapters keeps what ffmpeg keeps for a trim: from the one the start falls in, to the one the end falls in", () => {
+  const chapters = [{ start: 0, end: 1, title: "a" }, { start: 1, end: 2, title: "b" }, { start: 2, end: 3 }];
+  const titles = (start: number, length: number, origin = 0) =>
+    survivingChapters(chapters, origin, start, length).map((c) => c.title ?? "-");
+  assert.deepEqual(titles(0, 10), ["a", "b", "-"]);
+  assert.deepEqual(titles(1.5, 1.2), ["b", "-"]);
+  assert.deepEqual(titles(0.2, 0.5), ["a"]);
+  assert.deepEqual(titles(2.5, 10), ["-"]);
+  assert.deepEqual(titles(0, 10, 1.4).length, 2, "a timeline that starts at 1.4 s");
 });

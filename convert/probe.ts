@@ -90,6 +90,17 @@ export interface ProbeResult {
   tags: SourceTags;
   /** Number of chapters. */
   chapters: number;
+  /** The chapters, in seconds, their titles cleaned like tags (no other chapter metadata is kept). */
+  chapterList: ChapterInfo[];
+  /** Where the file's timeline starts, in seconds (0 for most; chapter times count from the same origin). */
+  startTime: number;
+}
+
+/** One chapter of a source. */
+export interface ChapterInfo {
+  start: number;
+  end: number;
+  title?: string;
 }
 
 /** Options of {@linkcode probeInput}. */
@@ -149,12 +160,13 @@ const TAG_KEYS = ["title", "artist", "album", "date"] as const;
 
 /** What ffprobe describes: only what the plan needs, so that the JSON stays small. */
 const SHOW_ENTRIES = [
-  "format=format_name,duration,nb_streams,bit_rate",
+  "format=format_name,duration,nb_streams,bit_rate,start_time",
   `format_tags=${TAG_KEYS.join(",")}`,
   "stream=index,codec_type,codec_name,duration,bit_rate,sample_rate,channels",
   `stream_tags=language,${TAG_KEYS.join(",")}`,
   "stream_disposition=default,attached_pic",
-  "chapter=id",
+  "chapter=id,start_time,end_time",
+  "chapter_tags=title",
 ].join(":");
 
 /** The longest tag value carried over from a source; longer ones are cut. */
@@ -286,6 +298,15 @@ export async function probeInput(path: string, options: ProbeOptions): Promise<P
     ...(picture?.index === undefined ? {} : { attachedPicture: picture.index }),
     tags: tagsOf(json.format?.tags),
     chapters: json.chapters?.length ?? 0,
+    chapterList: (json.chapters ?? []).map((chapter) => {
+      const title = chapter.tags?.title && withoutControls(chapter.tags.title).trim().slice(0, TAG_MAX);
+      return {
+        start: Number(chapter.start_time) || 0,
+        end: Number(chapter.end_time) || 0,
+        ...(title ? { title } : {}),
+      };
+    }),
+    startTime: Number(json.format?.start_time) || 0,
   };
 }
 
@@ -345,6 +366,7 @@ interface FfprobeJson {
     duration?: string;
     nb_streams?: number;
     bit_rate?: string;
+    start_time?: string;
     tags?: Record<string, string>;
   };
   streams?: {
@@ -358,7 +380,7 @@ interface FfprobeJson {
     disposition?: { default?: number; attached_pic?: number };
     tags?: Record<string, string>;
   }[];
-  chapters?: unknown[];
+  chapters?: { start_time?: string; end_time?: string; tags?: Record<string, string> }[];
 }
 
 function durationOf(json: FfprobeJson): number | undefined {

@@ -23,7 +23,7 @@ import {
 } from "./ffmpeg_run.ts";
 import { addComment } from "./id3_comment.ts";
 import { applyFilter, type LoudnessMeasurement, measureFilter, parseLoudnorm } from "./loudness.ts";
-import type { ConversionPlan } from "./plan.ts";
+import { type ConversionPlan, survivingChapters } from "./plan.ts";
 import { ALLOWED_DEMUXERS } from "./probe.ts";
 import type { ProgressUpdate } from "./progress.ts";
 
@@ -248,6 +248,16 @@ export function mainArgs(
     "-map_chapters",
     plan.chapters ? "0" : "-1",
   );
+  if (plan.chapters) {
+    // The chapters keep their times but none of their metadata, except a cleaned title: a source's chapter
+    // tags (comments, names, anything) would otherwise go into the MP3 as they are.
+    args.push("-map_metadata:c", "-1");
+    survivingChapters(plan.chapterList, plan.sourceStart, plan.start ?? 0, caps.seconds).forEach(
+      (chapter, i) => {
+        if (chapter.title) args.push(`-metadata:c:${i}`, `title=${chapter.title}`);
+      },
+    );
+  }
   if (plan.method === "copy" || !plan.encoder) {
     // -copypriorss 0: the frames before the start go too (a copy otherwise keeps those up to the seek point).
     args.push("-c:a", "copy", ...(plan.start ? ["-copypriorss", "0"] : []));

@@ -45,6 +45,8 @@ function handPlan(overrides: Partial<ConversionPlan> = {}): ConversionPlan {
     id3v2Version: 3,
     cover: null,
     chapters: false,
+    chapterList: [],
+    sourceStart: 0,
     ...overrides,
   };
 }
@@ -660,6 +662,41 @@ Deno.test("the source's chapters become ID3 chapters with their titles; a trim d
       1.2,
       "End part",
     ]]);
+  });
+});
+
+Deno.test("chapters carry their cleaned titles and nothing else of their metadata", async () => {
+  await withDir(async (dir) => {
+    const metadata = `${dir}/chapters.txt`;
+    await Deno.writeTextFile(
+      metadata,
+      [
+        ";FFMETADATA1",
+        ...[["0", "1000", "One"], ["1000", "3000", "Two"]].flatMap(([start, end, title]) => [
+          "[CHAPTER]",
+          "TIMEBASE=1/1000",
+          `START=${start}`,
+          `END=${end}`,
+          `title=${title}`,
+          "comment=SECRET chapter note",
+          "artist=SECRET person",
+        ]),
+      ].join("\n"),
+    );
+    const input = `${dir}/chapters.mkv`;
+    const made = await new Deno.Command("ffmpeg", {
+      args: [
+        ...["-v", "error", "-f", "lavfi", "-i", "sine=d=3", "-i", metadata],
+        ...["-map", "0", "-map_chapters", "1", "-c:a", "aac", input],
+      ],
+    }).output();
+    assert.ok(made.success, new TextDecoder().decode(made.stderr));
+    const { output } = await convert(dir, input);
+    assert.deepEqual((await chaptersOf(output)).map(([, , title]) => title), ["One", "Two"]);
+    assert.ok(
+      !containsBytes(await Deno.readFile(output), new TextEncoder().encode("SECRET")),
+      "chapter tags leaked",
+    );
   });
 });
 
