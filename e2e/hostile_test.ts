@@ -229,6 +229,8 @@ const PROBE_OF_ANY_AUDIO = {
   hasVideo: false,
   tags: {},
   chapters: 0,
+  chapterList: [],
+  startTime: 0,
 };
 
 Deno.test("embedded: every disguised input is refused or converted from its own audio; no canary is touched", async () => {
