@@ -58,7 +58,12 @@ export async function runEmbedded(config: EmbeddedEnv): Promise<Running> {
     maxUploadBytes: config.MAX_UPLOAD_BYTES,
     stall: { timeoutMs: config.UPLOAD_STALL_SECONDS * 1000, minBytes: config.UPLOAD_STALL_MIN_BYTES },
   });
-  const reconciler = createReconciler({ blobs, tasks, metadata, graceMs: config.RECONCILE_GRACE_SECONDS * 1000 })
+  const reconciler = createReconciler({
+    blobs,
+    tasks,
+    metadata,
+    graceMs: config.RECONCILE_GRACE_SECONDS * 1000,
+  })
     .start(config.RECONCILE_SECONDS * 1000);
   const gatewayApp = createGatewayApp({ upload: (request) => uploadApp.fetch(request), metadata });
 

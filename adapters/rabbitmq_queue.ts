@@ -40,6 +40,13 @@ export interface RabbitQueueOptions {
    * that queue declares it, with no delivery limit and no dead-letter queue of its own.
    */
   deadLetterQueue?: boolean;
+  /**
+   * Never run more than `prefetch` handlers at once, even across a lost channel: when a channel dies (the
+   * connection was lost, or the broker took back a message held past its consumer timeout), its handlers still
+   * running go on, and a new channel is opened only once they have ended, else the broker's redeliveries would
+   * run beside them. For consumers whose handlers are heavy (a Convert worker: CONVERT_CONCURRENCY conversions).
+   */
+  strictPrefetch?: boolean;
 }
 
 /** One connection to RabbitMQ, shared by all the queues made from it. */
@@ -377,7 +384,14 @@ class Broker {
           throw new RangeError(`prefetch must be a positive integer, not ${prefetch}`);
         }
         if (this.#closed) throw new Error("The RabbitMQ client is closed");
-        const consumer = new Consumer<T>(this, { name, deliveryLimit, schema, handler, prefetch });
+        const consumer = new Consumer<T>(this, {
+          name,
+          deliveryLimit,
+          schema,
+          handler,
+          prefetch,
+          strictPrefetch: options.strictPrefetch ?? false,
+        });
         this.consumers.add(consumer as Consumer<unknown>);
         const deadline = Date.now() + this.timeoutMs;
         for (;;) {
@@ -417,6 +431,7 @@ interface ConsumerSpec<T> {
   schema: z.ZodType<T>;
   handler: (message: T, info: DeliveryInfo) => Promise<Outcome>;
   prefetch: number;
+  strictPrefetch: boolean;
 }
 
 /** Channels that have closed: a delivery tag from one of them means nothing on any other channel. */
@@ -432,6 +447,10 @@ class Consumer<T> {
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #failures = 0;
   readonly #inFlight = new Set<Promise<void>>();
+  /** How many handlers run for each channel. */
+  readonly #running = new Map<Channel, number>();
+  /** Handlers still running whose channel has died (see `strictPrefetch`). */
+  #orphans = 0;
 
   constructor(broker: Broker, spec: ConsumerSpec<T>) {
     this.#broker = broker;
@@ -441,6 +460,8 @@ class Consumer<T> {
   /** Opens a channel on `conn` and starts consuming, unless that is done or under way. */
   attach(conn: ChannelModel): Promise<void> {
     if (this.#closing || this.#channel) return Promise.resolve();
+    // Attached again when the last of them ends.
+    if (this.#spec.strictPrefetch && this.#orphans > 0) return Promise.resolve();
     if (this.#attaching) return this.#attaching;
     const attaching = this.#open(conn)
       .then(() => {
@@ -483,6 +504,7 @@ class Consumer<T> {
 
   #onChannelClosed(channel: Channel): void {
     deadChannels.add(channel);
+    this.#orphans += this.#running.get(channel) ?? 0;
     if (this.#channel !== channel) return;
     this.#channel = null;
     this.#tag = null;
@@ -516,7 +538,19 @@ class Consumer<T> {
     if (this.#closing) return;
     const task = this.#handle(channel, message);
     this.#inFlight.add(task);
-    task.finally(() => this.#inFlight.delete(task));
+    this.#running.set(channel, (this.#running.get(channel) ?? 0) + 1);
+    task.finally(() => {
+      this.#inFlight.delete(task);
+      const left = (this.#running.get(channel) ?? 1) - 1;
+      if (left > 0) this.#running.set(channel, left);
+      else this.#running.delete(channel);
+      if (!deadChannels.has(channel)) return;
+      // An orphan has ended: with strictPrefetch, the last one lets the consumer attach again.
+      if (--this.#orphans === 0 && !this.#closing && !this.#channel) {
+        const conn = this.#broker.current;
+        if (conn) this.attach(conn).catch(noop);
+      }
+    });
   }
 
   async #handle(channel: Channel, delivery: ConsumeMessage): Promise<void> {

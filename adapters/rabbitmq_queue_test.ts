@@ -439,3 +439,42 @@ Deno.test("rabbitmq: a queue declared with other arguments fails with a clear er
     );
   });
 });
+
+Deno.test("rabbitmq: with strictPrefetch, a consumer whose connection is lost takes nothing more until its running handler ends", async () => {
+  for (const strictPrefetch of [true, false]) {
+    await withBroker(async (broker) => {
+      const queue = broker.queue(queueName(), Task, { strictPrefetch });
+      const release = deferred();
+      const started = deferred();
+      let running = 0;
+      let most = 0;
+      const seen: number[] = [];
+      const sub = await queue.consume(async (message) => {
+        seen.push(message.id);
+        running++;
+        most = Math.max(most, running);
+        if (seen.length === 1) {
+          started.resolve();
+          await release.promise; // its connection dies meanwhile
+        }
+        running--;
+        return "ack";
+      });
+      await queue.publish({ id: 1, text: "long" });
+      await started.promise;
+      await rabbitmqctl("close_all_connections", "test: connection closed mid-handler");
+      await queue.publish({ id: 2, text: "waits" });
+      if (strictPrefetch) {
+        await sleep(1500);
+        assert.deepEqual(seen, [1], "a message was taken while the orphaned handler ran");
+      } else {
+        await eventually("the messages beside the orphan", () => seen.length >= 2 || undefined);
+      }
+      release.resolve();
+      await eventually("both messages, the first again", () => seen.length === 3 || undefined);
+      await sub.close();
+      assert.deepEqual(seen.toSorted(), [1, 1, 2]);
+      assert.equal(most, strictPrefetch ? 1 : 2, `strictPrefetch ${strictPrefetch}`);
+    });
+  }
+});

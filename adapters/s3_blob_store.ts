@@ -3,7 +3,11 @@
  * A {@linkcode BlobStore} on an S3-compatible object store (AWS S3, MinIO, R2, s3rver).
  *
  * Uploads stream through multipart upload with bounded memory (8 MiB parts, 2 in flight); a failed upload is
- * aborted so it leaves neither an object nor a dangling multipart upload.
+ * aborted so it leaves neither an object nor a dangling multipart upload (when the store cannot be reached, the
+ * abort is tried again in the background until it answers).
+ *
+ * A store that cannot be reached (no answer, or a 5xx) fails a call with an `AppError` `service_unavailable`, so a
+ * service answers 503 with that code, and a worker knows the failure is passing.
  */
 import {
   AbortMultipartUploadCommand,
@@ -20,7 +24,7 @@ import {
   UploadPartCommand,
 } from "@aws-sdk/client-s3";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
-import { type BlobStore, contentDisposition, type S3Env } from "@vmp3/shared";
+import { AppError, type BlobStore, contentDisposition, type S3Env } from "@vmp3/shared";
 
 /**
  * V8's `gc`, where the process runs with `--v8-flags=--expose-gc` (the Upload and Convert services do). Each chunk
@@ -46,6 +50,13 @@ export interface S3Settings {
   checksum: "when_supported" | "when_required";
   /** The longest lifetime of a presigned URL, in seconds; a longer `expiresIn` is cut to it. */
   presignSeconds?: number;
+  /**
+   * Waits between tries to abort a failed multipart upload while the store cannot be reached, in ms (default
+   * about five minutes of tries).
+   */
+  abortRetryDelaysMs?: number[];
+  /** Told what the store does in the background (aborts of failed uploads); default console.error. */
+  report?: (message: string) => void;
 }
 
 /** A {@linkcode BlobStore} on S3, with bucket setup and shutdown. */
@@ -88,6 +99,45 @@ function makeClient(settings: S3Settings, endpoint: string | undefined): S3Clien
   });
 }
 
+const ABORT_RETRY_DELAYS_MS = [1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 60_000, 60_000, 60_000];
+
+/** Network errors: the store was not reached, or the connection broke. */
+const NETWORK_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+]);
+
+/** Whether `error` says the store could not be reached (no answer) or failed on its side (5xx). */
+export function isUnreachable(error: unknown): boolean {
+  if (typeof error !== "object" || error === null || error instanceof AppError) return false;
+  const e = error as {
+    name?: string;
+    code?: string;
+    message?: string;
+    $metadata?: { httpStatusCode?: number };
+  };
+  const status = e.$metadata?.httpStatusCode;
+  if (status !== undefined) return status >= 500;
+  return NETWORK_CODES.has(e.code ?? "") || e.name === "TimeoutError" || e.name === "RequestTimeout" ||
+    /ECONNREFUSED|ECONNRESET|socket hang up|connection (refused|reset|closed)|timed? ?out/i.test(
+      e.message ?? "",
+    );
+}
+
+/** `error` as a service_unavailable AppError when it says the store cannot be reached; else as it is. */
+function unreachable(error: unknown, what: string): unknown {
+  if (!isUnreachable(error)) return error;
+  const message = `Object storage cannot be reached (${what}); try again shortly`;
+  return new AppError("service_unavailable", message, { cause: error });
+}
+
 /** Whether `error` is S3's answer that an object or bucket does not exist. */
 function isNotFound(error: unknown): boolean {
   if (typeof error !== "object" || error === null) return false;
@@ -103,6 +153,51 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
     ? makeClient(settings, settings.publicEndpoint)
     : client;
   const Bucket = settings.bucket;
+  const report = settings.report ?? ((message: string) => console.error(`s3: ${message}`));
+  const abortDelays = settings.abortRetryDelaysMs ?? ABORT_RETRY_DELAYS_MS;
+  /** Aborts still being tried in the background; `close()` stops them. */
+  const pendingAborts = new Set<AbortController>();
+
+  /**
+   * Aborts a failed multipart upload. If the store cannot be reached, it is tried again in the background (the
+   * caller need not wait) until the store answers; a store that answers and refuses (s3rver cannot abort) is
+   * left to its lifecycle rules.
+   */
+  const abortUpload = async (Key: string, UploadId: string): Promise<void> => {
+    const abort = () => client.send(new AbortMultipartUploadCommand({ Bucket, Key, UploadId }));
+    const refused = (error: unknown) =>
+      report(
+        `multipart upload ${UploadId} of "${Key}" was not aborted: ${(error as Error)?.message ?? error}`,
+      );
+    try {
+      await abort();
+      return;
+    } catch (error) {
+      if (!isUnreachable(error)) return refused(error);
+    }
+    const stop = new AbortController();
+    pendingAborts.add(stop);
+    (async () => {
+      for (const delay of abortDelays) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, delay);
+          stop.signal.addEventListener("abort", () => {
+            clearTimeout(timer);
+            resolve();
+          }, { once: true });
+        });
+        if (stop.signal.aborted) return;
+        try {
+          await abort();
+          report(`multipart upload ${UploadId} of "${Key}" aborted once the store was back`);
+          return;
+        } catch (error) {
+          if (!isUnreachable(error)) return refused(error);
+        }
+      }
+      report(`multipart upload ${UploadId} of "${Key}" could not be aborted: the store stayed unreachable`);
+    })().finally(() => pendingAborts.delete(stop));
+  };
 
   return {
     async ensureBucket() {
@@ -110,13 +205,15 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
         await client.send(new HeadBucketCommand({ Bucket }));
         return;
       } catch (error) {
-        if (!isNotFound(error)) throw error;
+        if (!isNotFound(error)) throw unreachable(error, "bucket check");
       }
       try {
         await client.send(new CreateBucketCommand({ Bucket }));
       } catch (error) {
         const name = (error as { name?: string }).name;
-        if (name !== "BucketAlreadyOwnedByYou" && name !== "BucketAlreadyExists") throw error;
+        if (name !== "BucketAlreadyOwnedByYou" && name !== "BucketAlreadyExists") {
+          throw unreachable(error, "bucket creation");
+        }
       }
     },
 
@@ -236,12 +333,10 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
       } catch (error) {
         reader.cancel(error).catch(() => {});
         await Promise.allSettled(inFlight); // a part still on its way would outlive the abort
-        if (uploadId) {
-          await client.send(new AbortMultipartUploadCommand({ Bucket, Key: key, UploadId: uploadId }))
-            .catch(() => {}); // s3rver cannot abort; real stores drop the parts
-        }
+        // Never completed, so no object is there; the abort drops the parts (s3rver cannot abort).
+        if (uploadId) await abortUpload(key, uploadId);
         // The caller's own stream error (say, a size limit it enforces) wins over what the SDK made of it.
-        throw streamError ? streamError.error : error;
+        throw streamError ? streamError.error : unreachable(error, "upload");
       }
     },
 
@@ -255,7 +350,7 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
         };
       } catch (error) {
         if (isNotFound(error)) return null;
-        throw error;
+        throw unreachable(error, "download");
       }
     },
 
@@ -265,7 +360,7 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
         return { size: out.ContentLength ?? 0 };
       } catch (error) {
         if (isNotFound(error)) return null;
-        throw error;
+        throw unreachable(error, "metadata");
       }
     },
 
@@ -273,7 +368,7 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
       try {
         await client.send(new DeleteObjectCommand({ Bucket, Key: key }));
       } catch (error) {
-        if (!isNotFound(error)) throw error;
+        if (!isNotFound(error)) throw unreachable(error, "delete");
       }
     },
 
@@ -283,7 +378,11 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
       const keys: string[] = [];
       let Marker: string | undefined;
       for (;;) {
-        const out = await client.send(new ListObjectsCommand({ Bucket, Prefix: prefix, Marker }));
+        const out = await client.send(new ListObjectsCommand({ Bucket, Prefix: prefix, Marker })).catch(
+          (error) => {
+            throw unreachable(error, "listing");
+          },
+        );
         const page = (out.Contents ?? []).flatMap((item) => item.Key === undefined ? [] : [item.Key]);
         keys.push(...page);
         if (!out.IsTruncated || page.length === 0) return keys;
@@ -305,6 +404,7 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
     },
 
     close() {
+      for (const stop of pendingAborts) stop.abort();
       client.destroy();
       if (signer !== client) signer.destroy();
     },

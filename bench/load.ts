@@ -208,7 +208,7 @@ if (SCENARIOS.includes("queue") || SCENARIOS.includes("status")) {
     // One "converted" line per conversion in the workers' logs: a job converted twice shows twice.
     const logs = await product.logs();
     const counts = new Map<string, number>();
-    for (const match of logs.matchAll(/converted job ([0-9a-f-]{36})/g)) {
+    for (const match of logs.matchAll(/job ([0-9a-f-]{36}): done in/g)) {
       counts.set(match[1], (counts.get(match[1]) ?? 0) + 1);
     }
     const twice = [...counts.values()].filter((n) => n > 1).length;

@@ -1,7 +1,8 @@
 /**
  * The Convert worker: takes a conversion task, fetches the video into a private work folder, probes it, runs
  * FFmpeg, stores the MP3 under the job's deterministic key, and reports to Metadata. A task is acked only after the
- * MP3 is stored and the final event is confirmed by the broker; a redelivered task overwrites the same MP3.
+ * MP3 is stored and the final event is confirmed by the broker; a redelivered task whose MP3 is stored already
+ * reports that MP3 rather than making it again.
  */
 import {
   AppError,
@@ -15,8 +16,9 @@ import {
   sha256Tap,
   type Subscription,
 } from "@vmp3/shared";
-import { planConversion } from "./plan.ts";
-import { probeInput } from "./probe.ts";
+import { measureAudioBitrate } from "./audio_bitrate.ts";
+import { type ConversionPlan, planConversion, streamToMeasure } from "./plan.ts";
+import { probeInput, type ProbeResult } from "./probe.ts";
 import { transcode } from "./transcode.ts";
 
 /** Tools and limits of one worker. */
@@ -53,15 +55,36 @@ export interface WorkerDeps {
   progressEveryMs?: number;
   /**
    * Waits before trying a task again after a passing failure (storage or broker). The task stays in hand
-   * meanwhile, so a short outage does not use up its delivery limit; after the last wait the job fails with
-   * service_unavailable. Keep the total plus FFMPEG_TIMEOUT_SECONDS under the broker's consumer timeout (30 min).
+   * meanwhile, so a short outage does not use up its delivery limit, and a try goes on from the step that failed
+   * (an MP3 already made is not made again); after the last wait the job fails with service_unavailable.
    */
   retryDelaysMs?: number[];
+  /**
+   * The longest one task may be held, in ms: the broker takes back a delivery held past its consumer timeout and
+   * delivers it again, so the same conversion would run twice. No retry wait ends past it, and FFmpeg's cap is cut
+   * to fit in it. Unlimited by default.
+   */
+  maxHoldMs?: number;
+  /** Told, one line each, what happens to each task: received, retried, done, handed back. */
+  log?: (line: string) => void;
+  /** Called once a task's job.started event is confirmed, before FFmpeg runs. */
+  onStarted?: (task: ConversionRequested) => void;
   now?: () => Date;
 }
 
+/** How the caller steers one run of the task handler. */
+export interface TaskControl {
+  /**
+   * Aborting it stops the task at once (FFmpeg is killed, a retry wait is cut short) and hands it back: the
+   * handler then resolves "retry" without reporting anything, so the broker gives the task to another worker.
+   */
+  signal?: AbortSignal;
+  /** Written by the handler while FFmpeg runs: its estimate of the seconds left. */
+  eta?: number;
+}
+
 /** About five minutes of tries. */
-const RETRY_DELAYS_MS = [1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 60_000, 60_000, 60_000];
+export const RETRY_DELAYS_MS = [1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 60_000, 60_000, 60_000];
 
 /**
  * Failures that trying again cannot mend: the input's, options the input cannot honour (a missing track, a
@@ -73,76 +96,179 @@ function isFinal(error: unknown): error is AppError {
       error.code === "conversion_failed");
 }
 
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
+/** What one delivery of a task has done so far: a try after a passing failure goes on from there. */
+interface Steps {
+  downloaded?: boolean;
+  probe?: ProbeResult;
+  plan?: ConversionPlan;
+  started?: boolean;
+  /** The MP3 is made and probed. */
+  result?: ProbeResult;
+  stored?: { size: number; sha256: string };
+  /** The MP3 was already stored by an earlier delivery, and is reported as it is. */
+  reused?: boolean;
+}
+
 /** Creates the function that handles one task and says what to do with its message. */
-export function createTaskHandler(deps: WorkerDeps): (task: ConversionRequested) => Promise<Outcome> {
+export function createTaskHandler(
+  deps: WorkerDeps,
+): (task: ConversionRequested, control?: TaskControl) => Promise<Outcome> {
   const { blobs, events, workDir, limits, progressEveryMs = 500, now = () => new Date() } = deps;
   const retryDelaysMs = deps.retryDelaysMs ?? RETRY_DELAYS_MS;
+  const maxHoldMs = deps.maxHoldMs ?? Infinity;
+  const log = deps.log ?? (() => {});
   const at = () => now().toISOString();
   const fail = (jobId: string, code: string, message: string) =>
     events.publish({ type: "job.failed", version: 1, jobId, at: at(), error: { code, message } });
 
-  return async (task) => {
-    for (let attempt = 0;; attempt++) {
-      try {
-        await convert(task);
-        return "ack";
-      } catch (error) {
+  return async (task, control = {}) => {
+    const { signal } = control;
+    const received = Date.now();
+    const deadline = received + maxHoldMs;
+    const dir = `${workDir}/${task.jobId}-${crypto.randomUUID().slice(0, 8)}`;
+    const steps: Steps = {};
+    try {
+      for (let attempt = 0;; attempt++) {
         try {
-          if (isFinal(error)) {
-            await fail(task.jobId, error.code, error.message);
-            return "ack";
+          await Deno.mkdir(dir, { recursive: true });
+          const outcome = await convert(task, dir, steps, control, deadline);
+          log(`job ${task.jobId}: ${outcome} in ${Date.now() - received} ms`);
+          return "ack";
+        } catch (error) {
+          if (signal?.aborted) {
+            log(`job ${task.jobId}: stopped and handed back to the broker after ${Date.now() - received} ms`);
+            return "retry";
           }
-          if (attempt >= retryDelaysMs.length) {
-            console.error(`Job ${task.jobId} failed after ${attempt + 1} tries; giving up:`, error);
-            await fail(
-              task.jobId,
-              "service_unavailable",
-              "Storage or the queue stayed unreachable; please try again",
+          const delay = retryDelaysMs[attempt];
+          try {
+            if (isFinal(error)) {
+              await fail(task.jobId, error.code, error.message);
+              log(`job ${task.jobId}: failed (${error.code}) in ${Date.now() - received} ms`);
+              return "ack";
+            }
+            if (delay === undefined || Date.now() + delay > deadline) {
+              console.error(`Job ${task.jobId} failed after ${attempt + 1} tries; giving up:`, error);
+              await fail(
+                task.jobId,
+                "service_unavailable",
+                "Storage or the queue stayed unreachable; please try again",
+              );
+              log(`job ${task.jobId}: failed (service_unavailable) in ${Date.now() - received} ms`);
+              return "ack";
+            }
+          } catch (publishError) {
+            // Not even the failure could be reported: hand the task back to the broker.
+            console.error(
+              `Job ${task.jobId}: could not report its failure; the task goes back:`,
+              publishError,
             );
-            return "ack";
+            return "retry";
           }
-        } catch (publishError) {
-          // Not even the failure could be reported: hand the task back to the broker.
-          console.error(`Job ${task.jobId}: could not report its failure; the task goes back:`, publishError);
-          return "retry";
+          console.error(`Job ${task.jobId} failed (try ${attempt + 1}); trying again in ${delay} ms:`, error);
+          await pause(delay, signal);
+          if (signal?.aborted) {
+            log(`job ${task.jobId}: handed back to the broker during a retry wait`);
+            return "retry";
+          }
         }
-        console.error(`Job ${task.jobId} failed (try ${attempt + 1}); trying again:`, error);
-        await new Promise((resolve) => setTimeout(resolve, retryDelaysMs[attempt]));
       }
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   };
 
-  /** One try at a task; throws what went wrong. */
-  async function convert(task: ConversionRequested): Promise<void> {
+  /** One try at a task, from the first step not done yet; throws what went wrong. */
+  async function convert(
+    task: ConversionRequested,
+    dir: string,
+    steps: Steps,
+    control: TaskControl,
+    deadline: number,
+  ): Promise<string> {
     const { jobId } = task;
-    const dir = `${workDir}/${jobId}-${crypto.randomUUID().slice(0, 8)}`;
-    await Deno.mkdir(dir, { recursive: true });
-    try {
+    const { signal } = control;
+    const inputPath = `${dir}/input`;
+    const outputPath = `${dir}/output.mp3`;
+    if (!steps.downloaded) {
       const object = await blobs.get(task.inputKey);
       if (!object) {
         await fail(jobId, "internal", "The uploaded video is no longer in storage");
-        return;
+        return "failed (input gone)";
       }
-      const inputPath = `${dir}/input`;
-      const outputPath = `${dir}/output.mp3`;
-      const file = await Deno.open(inputPath, { write: true, createNew: true });
-      await object.body.pipeTo(file.writable);
-
-      const probe = await probeInput(inputPath, {
+      const file = await Deno.open(inputPath, { write: true, create: true, truncate: true });
+      await object.body.pipeTo(file.writable, { signal });
+      steps.downloaded = true;
+    }
+    if (!steps.probe || !steps.plan) {
+      let probe = await probeInput(inputPath, {
         name: task.filename,
         ffprobePath: limits.ffprobePath,
         maxDuration: limits.maxDuration,
         maxStreams: limits.maxStreams,
+        signal,
       });
-      const plan = planConversion(probe, task.options);
-      await events.publish({
-        type: "job.started",
-        version: 1,
-        jobId,
-        at: at(),
-        duration: plan.duration ?? probe.duration,
-      });
+      // "auto" keeps the MP3 at or below the source's bitrate: where the container does not state it, measure it.
+      const unknown = streamToMeasure(probe, task.options);
+      if (unknown) {
+        const bitrate = await measureAudioBitrate(inputPath, unknown.index, {
+          ffmpegPath: limits.ffmpegPath,
+          deadline: Math.min(deadline, Date.now() + limits.timeoutMs),
+          signal,
+        });
+        if (bitrate) {
+          probe = {
+            ...probe,
+            audio: probe.audio.map((a) => a.index === unknown.index ? { ...a, bitrate } : a),
+          };
+        }
+      }
+      steps.probe = probe;
+      steps.plan = planConversion(probe, task.options);
+    }
+    const { probe, plan } = steps;
+    if (!steps.started) {
+      // The input's duration (a trim's length is the output's, not the input's).
+      await events.publish({ type: "job.started", version: 1, jobId, at: at(), duration: probe.duration });
+      steps.started = true;
+      deps.onStarted?.(task);
+    }
 
+    if (!steps.result && await blobs.head(task.outputKey)) {
+      // An earlier delivery of this task stored the MP3 (its worker died before the ack). Cached jobs may share
+      // that MP3 already, with its size and sha256: it is reported as it is, never made again over it.
+      const tap = sha256Tap();
+      const existing = await blobs.get(task.outputKey);
+      if (existing) {
+        const file = await Deno.open(outputPath, { write: true, create: true, truncate: true });
+        await existing.body.pipeThrough(tap.stream).pipeTo(file.writable, { signal });
+        steps.stored = { size: existing.size, sha256: tap.digest() };
+        steps.result = await probeInput(outputPath, {
+          ffprobePath: limits.ffprobePath,
+          maxDuration: Number.MAX_SAFE_INTEGER,
+          maxStreams: 2,
+          signal,
+        });
+        steps.reused = true;
+      }
+    }
+    if (!steps.result) {
+      signal?.throwIfAborted();
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error("No time is left to convert within the broker's consumer timeout");
       let reported = 0;
       let lastSent = 0;
       let sending = Promise.resolve();
@@ -152,8 +278,10 @@ export function createTaskHandler(deps: WorkerDeps): (task: ConversionRequested)
         name: task.filename,
         ffmpegPath: limits.ffmpegPath,
         maxDuration: limits.maxDuration,
-        timeoutMs: limits.timeoutMs,
+        timeoutMs: Math.min(limits.timeoutMs, left),
+        signal,
         onProgress({ fraction, speed, eta }) {
+          control.eta = eta;
           const progress = Math.min(0.99, Math.round(fraction * 1000) / 1000);
           if (progress <= reported || Date.now() - lastSent < progressEveryMs) return;
           reported = progress;
@@ -167,43 +295,51 @@ export function createTaskHandler(deps: WorkerDeps): (task: ConversionRequested)
           ).catch((error) => console.error(`Progress of job ${jobId} was not reported:`, error));
         },
       });
+      control.eta = 0;
       await sending;
-
-      const result = await probeInput(outputPath, {
+      steps.result = await probeInput(outputPath, {
         ffprobePath: limits.ffprobePath,
         maxDuration: Number.MAX_SAFE_INTEGER,
         maxStreams: 2, // the audio, and the cover picture if there is one
+        signal,
       });
-      // An MP3 from ffmpeg always states its duration (its Xing header); 0 would mean the file is empty.
-      const duration = result.duration ?? 0;
-      // Hashed on its way into storage: the MP3 is read once.
+    }
+    const result = steps.result;
+
+    if (!steps.stored) {
+      signal?.throwIfAborted();
+      // Hashed on its way into storage: the MP3 is read once per try.
       const tap = sha256Tap();
       const output = await Deno.open(outputPath, { read: true });
       const { size } = await blobs.put(task.outputKey, output.readable.pipeThrough(tap.stream), {
         contentType: "audio/mpeg",
       });
-      const audio = result.audio[0];
-      await events.publish({
-        type: "job.done",
-        version: 1,
-        jobId,
-        at: at(),
-        output: {
-          key: task.outputKey,
-          codec: "mp3",
-          size,
-          duration,
-          bitrate: audioBitrate(audio?.bitrate, size, duration),
-          ...(plan.encoder?.mode === "vbr" ? { quality: plan.encoder.quality } : {}),
-          sampleRate: audio?.sampleRate ?? plan.sampleRate,
-          channels: audio?.channels ?? plan.channels,
-          sha256: tap.digest(),
-          method: plan.method,
-        },
-      });
-    } finally {
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      steps.stored = { size, sha256: tap.digest() };
     }
+    const { size, sha256 } = steps.stored;
+    // An MP3 from ffmpeg always states its duration (its Xing header); 0 would mean the file is empty.
+    const duration = result.duration ?? 0;
+    const audio = result.audio[0];
+    await events.publish({
+      type: "job.done",
+      version: 1,
+      jobId,
+      at: at(),
+      output: {
+        key: task.outputKey,
+        codec: "mp3",
+        size,
+        duration,
+        bitrate: audioBitrate(audio?.bitrate, size, duration),
+        ...(plan.encoder?.mode === "vbr" ? { quality: plan.encoder.quality } : {}),
+        // 0 is ffprobe's "unknown": the plan's figures then.
+        sampleRate: audio?.sampleRate || plan.sampleRate,
+        channels: audio?.channels || plan.channels,
+        sha256,
+        method: plan.method,
+      },
+    });
+    return steps.reused ? "done (its MP3 was already stored)" : "done";
   }
 }
 
@@ -213,11 +349,81 @@ function audioBitrate(probed: number | undefined, size: number, duration: number
   return duration > 0 ? Math.round((size * 8) / duration) : 0;
 }
 
+/** A running worker. */
+export interface Worker extends Subscription {
+  /**
+   * Stops taking tasks and lets each task in hand finish if it can within `graceMs`: a task whose conversion
+   * will not end in time by FFmpeg's own estimate, or that is still running when the time is up, is stopped (FFmpeg
+   * killed) and handed back to the broker for another worker. Resolves once every task in hand is settled.
+   * `close()` is `shutdown(Infinity)`: it waits for every task to finish.
+   */
+  shutdown(graceMs: number): Promise<void>;
+}
+
+/** Seconds kept, past FFmpeg's estimate, for storing the MP3 and reporting it when deciding what can finish. */
+const FINISH_RESERVE_SECONDS = 1;
+
 /** Consumes `tasks`, running at most `concurrency` conversions at once. */
-export function startWorker(
+export async function startWorker(
   tasks: Queue<ConversionRequested>,
   deps: WorkerDeps & { concurrency?: number },
-): Promise<Subscription> {
+): Promise<Worker> {
   const handle = createTaskHandler(deps);
-  return tasks.consume((task) => handle(task), { prefetch: deps.concurrency ?? 1 });
+  const log = deps.log ?? (() => {});
+  const inHand = new Set<{ jobId: string; stop: AbortController; control: TaskControl }>();
+  let stopping = false;
+  const subscription = await tasks.consume(async (task, info) => {
+    log(`job ${task.jobId}: task received${info.redelivered ? " (delivered before)" : ""}`);
+    if (stopping) {
+      log(`job ${task.jobId}: shutting down; handed back unopened`);
+      return "retry";
+    }
+    const stop = new AbortController();
+    const entry = { jobId: task.jobId, stop, control: { signal: stop.signal } as TaskControl };
+    inHand.add(entry);
+    try {
+      return await handle(task, entry.control);
+    } finally {
+      inHand.delete(entry);
+    }
+  }, { prefetch: deps.concurrency ?? 1 });
+
+  let closing: Promise<void> | undefined;
+  const shutdown = (graceMs: number) =>
+    closing ??= (async () => {
+      stopping = true;
+      const closed = subscription.close();
+      if (!(graceMs < Infinity)) return await closed;
+      const end = Date.now() + graceMs;
+      const stop = (entry: { jobId: string; stop: AbortController }, why: string) => {
+        if (entry.stop.signal.aborted) return;
+        log(`job ${entry.jobId}: ${why}; stopping it to hand it back`);
+        entry.stop.abort(new Error("The worker is shutting down"));
+      };
+      // What FFmpeg says will not end in time is handed back at once, not when the grace is over.
+      const stopLate = () => {
+        const left = (end - Date.now()) / 1000;
+        for (const entry of inHand) {
+          const eta = entry.control.eta;
+          if (eta !== undefined && eta + FINISH_RESERVE_SECONDS > left) {
+            stop(
+              entry,
+              `about ${Math.round(eta * 10) / 10} s of FFmpeg left, ${Math.round(left * 10) / 10} s of grace`,
+            );
+          }
+        }
+      };
+      stopLate();
+      const ticker = setInterval(stopLate, 200);
+      const timer = setTimeout(() => {
+        for (const entry of inHand) stop(entry, "the shutdown grace is over");
+      }, graceMs);
+      try {
+        await closed;
+      } finally {
+        clearInterval(ticker);
+        clearTimeout(timer);
+      }
+    })();
+  return { close: () => shutdown(Infinity), shutdown };
 }

@@ -5,12 +5,13 @@ import {
   EVENT_QUEUE,
   JobEvent,
   jobKeys,
+  type Outcome,
   type Queue,
 } from "@vmp3/shared";
 import { createFsBlobStore } from "@vmp3/adapters/fs";
 import { createKvQueue } from "@vmp3/adapters/kv-queue";
 import { makeMedia } from "./testing/media.ts";
-import { createTaskHandler } from "./worker.ts";
+import { createTaskHandler, startWorker, type WorkerDeps } from "./worker.ts";
 
 const limits = {
   ffmpegPath: "ffmpeg",
@@ -22,20 +23,21 @@ const limits = {
 
 async function setup(
   wrap: (blobs: BlobStore) => BlobStore = (b) => b,
-  extra: { retryDelaysMs?: number[]; events?: Queue<JobEvent> } = {},
+  extra: Partial<WorkerDeps> = {},
 ) {
   const root = await Deno.makeTempDir();
   const kv = await Deno.openKv(":memory:");
   const blobs = createFsBlobStore(`${root}/store`);
   const events = createKvQueue(kv, EVENT_QUEUE, JobEvent);
-  const handle = createTaskHandler({
+  const deps: WorkerDeps = {
     blobs: wrap(blobs),
-    events: extra.events ?? events,
+    events,
     workDir: `${root}/work`,
     limits,
     progressEveryMs: 0,
-    retryDelaysMs: extra.retryDelaysMs,
-  });
+    ...extra,
+  };
+  const handle = createTaskHandler(deps);
   const task = (jobId = crypto.randomUUID()): ConversionRequested => ({
     type: "conversion.requested",
     version: 1,
@@ -54,6 +56,7 @@ async function setup(
   };
   return {
     root,
+    deps,
     blobs,
     handle,
     task,
@@ -101,6 +104,53 @@ Deno.test("worker converts a task, stores the MP3 under its key, reports started
     `no speed and ETA in ${JSON.stringify(progress)}`,
   );
   assert.deepEqual([...Deno.readDirSync(`${t.root}/work`)], [], "the work folder is cleaned up");
+  await t.close();
+});
+
+Deno.test("worker reports the MP3 an earlier delivery stored, as it is, and never makes it again over it", async () => {
+  const t = await setup();
+  const task = t.task();
+  await store(t.blobs, task.inputKey, await makeMedia(t.root, "mp4"));
+  assert.equal(await t.handle(task), "ack");
+  const first = (await t.published()).at(-1) as Extract<JobEvent, { type: "job.done" }>;
+  const before = await t.blobs.get(task.outputKey);
+  const bytes = new Uint8Array(await new Response(before?.body).arrayBuffer());
+  // The same task again, as the broker redelivers it when a worker died after storing but before its ack;
+  // with another option, so that a new conversion would make other bytes.
+  assert.equal(await t.handle({ ...task, options: { bitrate: 64 } }), "ack");
+  const again = (await t.published()).at(-1) as Extract<JobEvent, { type: "job.done" }>;
+  assert.deepEqual(again.output, first.output, "the stored MP3's facts, not a new conversion's");
+  const after = await t.blobs.get(task.outputKey);
+  assert.deepEqual(new Uint8Array(await new Response(after?.body).arrayBuffer()), bytes, "not overwritten");
+  await t.close();
+});
+
+Deno.test("worker reports the input's duration when the output is trimmed", async () => {
+  const t = await setup();
+  const task = { ...t.task(), options: { start: 1, end: 2 } };
+  await store(t.blobs, task.inputKey, await makeMedia(t.root, "mp4", { seconds: 4 }));
+  assert.equal(await t.handle(task), "ack");
+  const events = await t.published();
+  const started = events.find((e) => e.type === "job.started");
+  assert.ok(
+    started?.type === "job.started" && Math.abs((started.duration ?? 0) - 4) < 0.1,
+    JSON.stringify(started),
+  );
+  const done = events.at(-1);
+  assert.ok(done?.type === "job.done" && Math.abs(done.output.duration - 1) < 0.1, JSON.stringify(done));
+  await t.close();
+});
+
+Deno.test("worker measures a WebM's audio bitrate, which the container does not state, so auto stays below it", async () => {
+  const t = await setup();
+  const task = { ...t.task(), options: {} };
+  await store(t.blobs, task.inputKey, await makeMedia(t.root, "webm")); // Opus at 64k
+  assert.equal(await t.handle(task), "ack");
+  const done = (await t.published()).at(-1);
+  assert.ok(done?.type === "job.done", JSON.stringify(done));
+  assert.equal(done.output.method, "encode");
+  assert.equal(done.output.quality, undefined, "CBR, not VBR V2 (~190k)");
+  assert.ok(done.output.bitrate <= 64_000, `${done.output.bitrate} bit/s for a 64k source`);
   await t.close();
 });
 
@@ -178,5 +228,122 @@ Deno.test("worker fails a task whose input is gone from storage", async () => {
   assert.equal(await t.handle(t.task()), "ack");
   const [event] = await t.published();
   assert.equal(event.type, "job.failed");
+  await t.close();
+});
+
+Deno.test("worker goes on from the step that failed: through an outage at the MP3's upload it neither downloads nor converts again", async () => {
+  let gets = 0;
+  let failures = 2;
+  const t = await setup((blobs) => ({
+    ...blobs,
+    get: (key) => {
+      gets++;
+      return blobs.get(key);
+    },
+    put: (key, body, options) =>
+      key.startsWith("outputs/") && failures-- > 0
+        ? body.cancel().then(() => Promise.reject(new Error("S3 is down")))
+        : blobs.put(key, body, options),
+  }), { retryDelaysMs: [5, 5, 5] });
+  const task = t.task();
+  await store(t.blobs, task.inputKey, await makeMedia(t.root, "mp4"));
+  assert.equal(await t.handle(task), "ack");
+  const types = (await t.published()).map((e) => e.type);
+  assert.equal(gets, 1, "downloaded once");
+  assert.equal(types.filter((type) => type === "job.started").length, 1, "converted once");
+  assert.equal(types.at(-1), "job.done");
+  await t.close();
+});
+
+Deno.test("worker hands back an aborted task: FFmpeg is stopped, nothing is reported, the work folder is removed", async () => {
+  const stop = new AbortController();
+  const t = await setup(undefined, { onStarted: () => setTimeout(() => stop.abort(), 200) });
+  const task = t.task();
+  await store(t.blobs, task.inputKey, await makeMedia(t.root, "flac", { seconds: 1500 }));
+  const started = Date.now();
+  assert.equal(await t.handle(task, { signal: stop.signal }), "retry");
+  assert.ok(Date.now() - started < 5000, `stopping took ${Date.now() - started} ms`);
+  const types = (await t.published()).map((e) => e.type);
+  assert.ok(!types.includes("job.done") && !types.includes("job.failed"), `reported ${types}`);
+  assert.equal(await t.blobs.head(task.outputKey), null);
+  assert.deepEqual([...Deno.readDirSync(`${t.root}/work`)], []);
+  await t.close();
+});
+
+Deno.test("worker never holds a task past maxHoldMs: it gives up before a retry wait that would end past it", async () => {
+  const t = await setup((blobs) => ({
+    ...blobs,
+    put: (key, body, options) =>
+      key.startsWith("outputs/")
+        ? body.cancel().then(() => Promise.reject(new Error("S3 is down")))
+        : blobs.put(key, body, options),
+  }), { retryDelaysMs: [50, 50, 20_000], maxHoldMs: 5_000 });
+  const task = t.task();
+  await store(t.blobs, task.inputKey, await makeMedia(t.root, "mp4"));
+  const started = Date.now();
+  assert.equal(await t.handle(task), "ack");
+  assert.ok(Date.now() - started < 5_000, `held ${Date.now() - started} ms`);
+  const last = (await t.published()).at(-1);
+  assert.equal(last?.type === "job.failed" && last.error.code, "service_unavailable");
+  await t.close();
+});
+
+Deno.test("worker cuts FFmpeg's cap to what is left of maxHoldMs", async () => {
+  const t = await setup(undefined, { maxHoldMs: 1500 });
+  const task = t.task();
+  await store(t.blobs, task.inputKey, await makeMedia(t.root, "flac", { seconds: 1500 }));
+  const started = Date.now();
+  assert.equal(await t.handle(task), "ack");
+  assert.ok(Date.now() - started < 3000, `held ${Date.now() - started} ms`);
+  const last = (await t.published()).at(-1);
+  assert.equal(last?.type === "job.failed" && last.error.code, "conversion_failed");
+  assert.match(last?.type === "job.failed" ? last.error.message : "", /timed out/);
+  await t.close();
+});
+
+/** A queue that hands one task to its consumer at once; `outcome` is what the handler said. */
+function oneTask(task: ConversionRequested) {
+  let outcome: Promise<Outcome> | undefined;
+  const queue: Queue<ConversionRequested> = {
+    publish: () => Promise.reject(new Error("unused")),
+    consume(handler) {
+      const running = handler(task, { redelivered: false });
+      outcome = running;
+      return Promise.resolve({ close: () => running.then(() => {}) });
+    },
+  };
+  return { queue, outcome: () => outcome! };
+}
+
+Deno.test("worker shutdown lets the task in hand finish when it fits the grace", async () => {
+  const t = await setup();
+  const task = t.task();
+  await store(t.blobs, task.inputKey, await makeMedia(t.root, "mp4"));
+  const tasks = oneTask(task);
+  const worker = await startWorker(tasks.queue, t.deps);
+  await worker.shutdown(30_000);
+  assert.equal(await tasks.outcome(), "ack");
+  assert.equal((await t.published()).at(-1)?.type, "job.done");
+  await t.close();
+});
+
+Deno.test("worker shutdown hands back at once a task that FFmpeg says will not end within the grace", async () => {
+  const lines: string[] = [];
+  const t = await setup(undefined, { log: (line) => lines.push(line) });
+  const task = t.task();
+  await store(t.blobs, task.inputKey, await makeMedia(t.root, "flac", { seconds: 1500 }));
+  const tasks = oneTask(task);
+  const worker = await startWorker(tasks.queue, t.deps);
+  // Once FFmpeg has given an estimate of what is left.
+  for (let i = 0; !(await t.published()).some((e) => e.type === "job.progress" && e.eta !== undefined); i++) {
+    assert.ok(i < 200, `no progress with an ETA: ${JSON.stringify(await t.published())}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  const started = Date.now();
+  await worker.shutdown(3_000);
+  assert.ok(Date.now() - started < 1_500, `shutdown took ${Date.now() - started} ms of a 3 s grace`);
+  assert.equal(await tasks.outcome(), "retry");
+  assert.ok(lines.some((line) => /s of FFmpeg left/.test(line)), lines.join("\n"));
+  assert.ok(!(await t.published()).some((e) => e.type === "job.done" || e.type === "job.failed"));
   await t.close();
 });

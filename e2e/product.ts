@@ -15,6 +15,20 @@ function required(name: string): string {
   return value;
 }
 
+/**
+ * Appends the process's stdout and stderr to `log` as they come, chunk by chunk (a pipeTo into one file's
+ * writable would lock it for the second stream, and hold the output back until the process ends).
+ */
+export async function captureOutput(process: Deno.ChildProcess, log: string): Promise<void> {
+  await Deno.writeTextFile(log, "", { append: true });
+  for (const stream of [process.stdout, process.stderr]) {
+    const file = await Deno.open(log, { append: true });
+    (async () => {
+      for await (const chunk of stream) await file.write(chunk);
+    })().catch(() => {}).finally(() => file.close());
+  }
+}
+
 export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr;
@@ -44,6 +58,8 @@ export async function startProduct(workers = 1, extraEnv: Record<string, string>
     HOST: "127.0.0.1",
     // As in any shell or container; without HOME the AWS SDK asks for the uid (--allow-sys=uid) to find one.
     HOME: dir,
+    // Deno's cache stays the test runner's, so that no service fetches the npm registry again at start.
+    DENO_DIR: Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME") ?? "/root"}/.cache/deno`,
     RABBITMQ_URL: required("TEST_RABBITMQ_URL"),
     REDIS_URL: required("TEST_REDIS_URL"),
     S3_ENDPOINT: required("TEST_S3_ENDPOINT"),
@@ -58,18 +74,15 @@ export async function startProduct(workers = 1, extraEnv: Record<string, string>
   const services: Service[] = [];
   const spawn = async (service: ServiceName, name: string, env: Record<string, string>) => {
     const log = `${dir}/${name}.log`;
-    const file = await Deno.open(log, { write: true, create: true });
     const process = new Deno.Command(Deno.execPath(), {
       args: ["run", ...serviceArgs(service, env)],
       env,
       clearEnv: true,
+      stdin: "null",
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    const [a, b] = [process.stdout, process.stderr].map((s) =>
-      s.pipeTo(file.writable, { preventClose: true })
-    );
-    Promise.all([a, b]).finally(() => file.close()).catch(() => {});
+    await captureOutput(process, log);
     const entry = { name, process, log };
     services.push(entry);
     const url = `http://127.0.0.1:${env.PORT}/healthz`;
@@ -89,10 +102,22 @@ export async function startProduct(workers = 1, extraEnv: Record<string, string>
       WORK_DIR: `${dir}/work-${n}`,
     });
 
-  await spawn("metadata", "metadata", { ...common, PORT: String(ports.metadata) });
-  await spawn("upload", "upload", { ...common, PORT: String(ports.upload) });
-  for (let n = 1; n <= workers; n++) await startWorker(n);
-  await spawn("gateway", "gateway", { ...common, PORT: String(ports.gateway) });
+  try {
+    await spawn("metadata", "metadata", { ...common, PORT: String(ports.metadata) });
+    await spawn("upload", "upload", { ...common, PORT: String(ports.upload) });
+    for (let n = 1; n <= workers; n++) await startWorker(n);
+    await spawn("gateway", "gateway", { ...common, PORT: String(ports.gateway) });
+  } catch (error) {
+    // A service that did not start: stop the others and leave no folder behind.
+    for (const s of services) {
+      try {
+        s.process.kill("SIGKILL");
+      } catch { /* already gone */ }
+      await s.process.status;
+    }
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    throw error;
+  }
 
   const storage = createS3BlobStore({
     endpoint: common.S3_ENDPOINT,

@@ -9,7 +9,11 @@
 #   TEST_RABBITMQ_URL, TEST_RABBITMQ_PORT, TEST_RABBITMQ_NODE,
 #   TEST_RABBITMQ_CTL (e.g. `$TEST_RABBITMQ_CTL close_all_connections why`), TEST_RABBITMQ_START (starts the node again
 #   after `$TEST_RABBITMQ_CTL shutdown`; waits until it is up),
-#   TEST_S3_ENDPOINT, TEST_S3_REGION, TEST_S3_ACCESS_KEY_ID, TEST_S3_SECRET_ACCESS_KEY, TEST_SERVERS_DIR.
+#   TEST_S3_ENDPOINT, TEST_S3_REGION, TEST_S3_ACCESS_KEY_ID, TEST_S3_SECRET_ACCESS_KEY, TEST_SERVERS_DIR,
+#   TEST_REDIS_STOP (stops Redis keeping its data; waits until its port is closed), TEST_REDIS_RESUME (starts it
+#   again with that data, which is then forgotten: a later TEST_REDIS_START still starts empty),
+#   TEST_S3_STOP (stops s3rver; waits until its port is closed), TEST_S3_START (starts it again on the same port
+#   and folder, so every object is still there; waits until it answers).
 # Everything is stopped and removed when the command ends (or on Ctrl-C); the script exits with the command's code.
 # KEEP_TEST_SERVERS_DIR=1 keeps the directory (logs) for a look afterwards.
 set -uo pipefail
@@ -70,6 +74,14 @@ cleanup() {
     ) &
     pids+=($!)
   fi
+  # An s3rver started again by TEST_S3_START is not $S3_PID: its pid is in the file.
+  local s3_again
+  s3_again="$(cat "$DIR/s3rver.pid" 2>/dev/null || true)"
+  if [[ -n "$s3_again" && "$s3_again" != "$S3_PID" ]]; then
+    kill "$s3_again" 2>/dev/null
+    for _ in $(seq 1 50); do kill -0 "$s3_again" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$s3_again" 2>/dev/null
+  fi
   if [[ -n "$S3_PID" ]]; then
     kill "$S3_PID" 2>/dev/null
     for _ in $(seq 1 50); do kill -0 "$S3_PID" 2>/dev/null || break; sleep 0.1; done
@@ -124,6 +136,25 @@ echo "redis on port $REDIS_PORT did not answer; see $DIR/redis/redis.log" >&2
 exit 1
 EOF
 chmod +x "$DIR/redis-start.sh"
+cat >"$DIR/redis-stop.sh" <<EOF
+#!/usr/bin/env bash
+# Stops this run's Redis, saving its data for redis-resume.sh, and waits until its port is closed.
+redis-cli -p $REDIS_PORT shutdown save >/dev/null 2>&1
+for _ in \$(seq 1 100); do
+  redis-cli -p $REDIS_PORT ping >/dev/null 2>&1 || exit 0
+  sleep 0.05
+done
+echo "redis on port $REDIS_PORT did not stop" >&2
+exit 1
+EOF
+cat >"$DIR/redis-resume.sh" <<EOF
+#!/usr/bin/env bash
+# Starts this run's Redis again with the data redis-stop.sh saved, then forgets that data, so that a later
+# redis-start.sh still starts empty.
+"$DIR/redis-start.sh" || exit 1
+rm -f "$DIR/redis/dump.rdb"
+EOF
+chmod +x "$DIR/redis-stop.sh" "$DIR/redis-resume.sh"
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --dir "$DIR/redis" \
   --pidfile "$DIR/redis/redis.pid" --logfile "$DIR/redis/redis.log" --save '' --appendonly no >/dev/null 3<&- ||
   { log "redis-server failed to start"; exit 1; }
@@ -159,6 +190,38 @@ mkdir -p "$DIR/s3"
 (cd "$DIR" && exec deno run -A --no-config --no-lock npm:s3rver@3.7.1 -d "$DIR/s3" -a 127.0.0.1 -p "$S3_PORT" \
   --silent >"$DIR/s3rver.log" 2>&1 3<&-) &
 S3_PID=$!
+echo "$S3_PID" >"$DIR/s3rver.pid"
+
+# Stopping and starting s3rver again (same port, same folder: the objects stay), for fault tests.
+cat >"$DIR/s3-stop.sh" <<EOF
+#!/usr/bin/env bash
+# Stops this run's s3rver, and waits until its port is closed.
+pid="\$(cat "$DIR/s3rver.pid" 2>/dev/null || true)"
+[[ -n "\$pid" ]] && kill "\$pid" 2>/dev/null
+for _ in \$(seq 1 100); do
+  curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$S3_PORT/" || exit 0
+  sleep 0.05
+done
+[[ -n "\$pid" ]] && kill -9 "\$pid" 2>/dev/null
+sleep 0.2
+curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$S3_PORT/" && { echo "s3rver on port $S3_PORT did not stop" >&2; exit 1; }
+exit 0
+EOF
+cat >"$DIR/s3-start.sh" <<EOF
+#!/usr/bin/env bash
+# Starts this run's s3rver again on the same port and folder, and waits until it answers.
+cd "$DIR" || exit 1
+setsid deno run -A --no-config --no-lock npm:s3rver@3.7.1 -d "$DIR/s3" -a 127.0.0.1 -p $S3_PORT --silent \\
+  >>"$DIR/s3rver.log" 2>&1 </dev/null &
+echo \$! >"$DIR/s3rver.pid"
+for _ in \$(seq 1 600); do
+  curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$S3_PORT/" && exit 0
+  sleep 0.05
+done
+echo "s3rver on port $S3_PORT did not answer; see $DIR/s3rver.log" >&2
+exit 1
+EOF
+chmod +x "$DIR/s3-stop.sh" "$DIR/s3-start.sh"
 
 # --- wait for all three ---
 ok=""
@@ -189,12 +252,16 @@ export TEST_SERVERS_DIR="$DIR"
 export TEST_REDIS_PORT="$REDIS_PORT"
 export TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 export TEST_REDIS_START="$DIR/redis-start.sh"
+export TEST_REDIS_STOP="$DIR/redis-stop.sh"
+export TEST_REDIS_RESUME="$DIR/redis-resume.sh"
 export TEST_RABBITMQ_PORT="$RABBIT_PORT"
 export TEST_RABBITMQ_URL="amqp://guest:guest@127.0.0.1:$RABBIT_PORT"
 export TEST_RABBITMQ_NODE="$RABBIT_NODE"
 export TEST_RABBITMQ_CTL="rabbitmqctl -n $RABBIT_NODE"
 export TEST_RABBITMQ_START="$DIR/rabbitmq-start.sh"
 export TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
+export TEST_S3_STOP="$DIR/s3-stop.sh"
+export TEST_S3_START="$DIR/s3-start.sh"
 export TEST_S3_REGION="us-east-1"
 export TEST_S3_ACCESS_KEY_ID="S3RVER"
 export TEST_S3_SECRET_ACCESS_KEY="S3RVER"

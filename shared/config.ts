@@ -108,6 +108,68 @@ export const ConvertLimitsEnv = z.object({
 /** Limits and tools of a Convert worker. */
 export type ConvertLimitsEnv = z.infer<typeof ConvertLimitsEnv>;
 
+/** A comma-separated list of waits in seconds ("1,2,5"), or "none". */
+const secondsList = (fallback: string) =>
+  z.string().default(fallback).refine(
+    (value) => value.trim() === "none" || /^\s*\d+(\.\d+)?(\s*,\s*\d+(\.\d+)?)*\s*$/.test(value),
+    'must be seconds separated by commas (like "1,2,5"), or "none"',
+  ).transform((value) => value.trim() === "none" ? [] : value.split(",").map(Number));
+
+/** The share of the broker's consumer timeout that FFmpeg's cap and the retry waits may use together. */
+export const BROKER_TIMEOUT_SHARE = 0.9;
+
+/** Settings of a Convert worker in real mode (RabbitMQ), beyond its limits. */
+export const ConvertWorkerEnv = z.object({
+  /**
+   * Waits between tries of a task after a passing failure (storage or the broker unreachable), in seconds; the
+   * task stays in hand meanwhile. After the last one the job fails with service_unavailable.
+   */
+  CONVERT_RETRY_DELAYS_SECONDS: secondsList("1,2,5,10,30,60,60,60,60"),
+  /**
+   * On SIGTERM the worker takes no new task and lets the one in hand finish if it can within this many seconds;
+   * otherwise it stops FFmpeg and hands the task back to the broker for another worker.
+   */
+  CONVERT_SHUTDOWN_GRACE_SECONDS: z.coerce.number().min(0).max(3600).default(25),
+  /**
+   * RabbitMQ's consumer_timeout, in seconds (its default is 30 minutes): the broker takes back a task held
+   * longer and delivers it again. The worker refuses to start unless FFMPEG_TIMEOUT_SECONDS plus the waits of
+   * CONVERT_RETRY_DELAYS_SECONDS fit in 90% of it, and it never holds a task longer than that 90%.
+   */
+  BROKER_CONSUMER_TIMEOUT_SECONDS: z.coerce.number().positive().default(1800),
+  /**
+   * TEST ONLY, unset in production: a worker that takes a task whose file has exactly this name exits at once
+   * (code 70) after reporting it started, as a worker that crashes on a poison task would. Only the operator's
+   * environment can turn it on; no request can.
+   */
+  CONVERT_TEST_CRASH_FILENAME: z.string().optional(),
+});
+
+/**
+ * Why the worker's time limits do not fit the broker's consumer timeout (see BROKER_CONSUMER_TIMEOUT_SECONDS),
+ * or null when they do.
+ */
+export function consumerTimeoutProblem(
+  config: {
+    FFMPEG_TIMEOUT_SECONDS: number;
+    CONVERT_RETRY_DELAYS_SECONDS: number[];
+    BROKER_CONSUMER_TIMEOUT_SECONDS: number;
+  },
+): string | null {
+  const waits = config.CONVERT_RETRY_DELAYS_SECONDS.reduce((sum, s) => sum + s, 0);
+  const total = config.FFMPEG_TIMEOUT_SECONDS + waits;
+  const allowed = config.BROKER_CONSUMER_TIMEOUT_SECONDS * BROKER_TIMEOUT_SHARE;
+  if (total <= allowed) return null;
+  const share = `${BROKER_TIMEOUT_SHARE * 100}%`;
+  const broker = config.BROKER_CONSUMER_TIMEOUT_SECONDS;
+  return `FFMPEG_TIMEOUT_SECONDS (${config.FFMPEG_TIMEOUT_SECONDS} s) plus the waits of ` +
+    `CONVERT_RETRY_DELAYS_SECONDS (${round(waits)} s) is ${round(total)} s, more than ${share} of ` +
+    `BROKER_CONSUMER_TIMEOUT_SECONDS (${broker} s, so ${round(allowed)} s): RabbitMQ would take a long ` +
+    `conversion back and run it twice. Lower them, or raise the broker's consumer_timeout and ` +
+    `BROKER_CONSUMER_TIMEOUT_SECONDS with it`;
+}
+
+const round = (value: number) => Math.round(value * 1000) / 1000;
+
 /** A Convert worker: runs FFmpeg on tasks. */
 export const ConvertEnv = z.object({
   ...listen(8083),
@@ -115,7 +177,13 @@ export const ConvertEnv = z.object({
   /** The only folder the worker reads and writes: one subfolder per conversion, removed after. */
   WORK_DIR: z.string().min(1).default("/tmp/vmp3-convert"),
   ...ConvertLimitsEnv.shape,
+  ...ConvertWorkerEnv.shape,
   ...S3Env.shape,
+}).superRefine((config, ctx) => {
+  // Zod runs this even when a variable failed its own check: then that failure is the one to report.
+  if (ctx.issues.length > 0 || !Array.isArray(config.CONVERT_RETRY_DELAYS_SECONDS)) return;
+  const problem = consumerTimeoutProblem(config);
+  if (problem) ctx.addIssue({ code: "custom", message: problem, path: [] });
 });
 /** A Convert worker: runs FFmpeg on tasks. */
 export type ConvertEnv = z.infer<typeof ConvertEnv>;
@@ -155,7 +223,9 @@ export function parseEnv<S extends z.ZodObject>(
   const result = schema.safeParse(picked);
   if (result.success) return result.data;
   const problems = result.error.issues.map((issue) => {
-    const name = String(issue.path[0] ?? "config");
+    // A rule across several variables (no path) names them in its own message.
+    if (issue.path.length === 0) return issue.message;
+    const name = String(issue.path[0]);
     return picked[name] === undefined ? `"${name}" is required` : `"${name}" ${issue.message}`;
   });
   throw new ConfigError(`Invalid configuration: ${problems.join("; ")}`);

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { ConfigError, ConvertEnv, GatewayEnv, parseEnv, UploadEnv } from "./config.ts";
+import {
+  ConfigError,
+  consumerTimeoutProblem,
+  ConvertEnv,
+  GatewayEnv,
+  parseEnv,
+  UploadEnv,
+} from "./config.ts";
 
 Deno.test("parseEnv applies defaults and reads only the variables the schema names", () => {
   const read: string[] = [];
@@ -60,4 +67,65 @@ Deno.test("S3 settings parse booleans and the checksum mode strictly", () => {
     threw = error instanceof ConfigError && error.message.includes('"S3_FORCE_PATH_STYLE"');
   }
   assert(threw, "S3_FORCE_PATH_STYLE=yes was accepted");
+});
+
+Deno.test("Convert's retry waits, shutdown grace and broker timeout have defaults that fit together", () => {
+  const config = parseEnv(ConvertEnv, {
+    RABBITMQ_URL: "amqp://r",
+    S3_BUCKET: "bucket",
+    S3_ACCESS_KEY_ID: "k",
+    S3_SECRET_ACCESS_KEY: "s",
+  });
+  assert.deepEqual(config.CONVERT_RETRY_DELAYS_SECONDS, [1, 2, 5, 10, 30, 60, 60, 60, 60]);
+  assert.deepEqual(
+    [
+      config.CONVERT_SHUTDOWN_GRACE_SECONDS,
+      config.BROKER_CONSUMER_TIMEOUT_SECONDS,
+      config.FFMPEG_TIMEOUT_SECONDS,
+    ],
+    [25, 1800, 1200],
+  );
+  assert.equal(config.CONVERT_TEST_CRASH_FILENAME, undefined, "the test crash switch is off unless set");
+  assert.equal(consumerTimeoutProblem(config), null);
+});
+
+Deno.test("Convert refuses limits that do not fit the broker's consumer timeout, naming the variables", () => {
+  const base = {
+    RABBITMQ_URL: "amqp://r",
+    S3_BUCKET: "bucket",
+    S3_ACCESS_KEY_ID: "k",
+    S3_SECRET_ACCESS_KEY: "s",
+  };
+  // 20 min of FFmpeg and about 5 min of retry waits do not fit 90% of a 25 min consumer timeout.
+  assert.throws(
+    () => parseEnv(ConvertEnv, { ...base, BROKER_CONSUMER_TIMEOUT_SECONDS: "1500" }),
+    (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      for (
+        const name of [
+          "FFMPEG_TIMEOUT_SECONDS",
+          "CONVERT_RETRY_DELAYS_SECONDS",
+          "BROKER_CONSUMER_TIMEOUT_SECONDS",
+        ]
+      ) {
+        assert.ok(error.message.includes(name), `${name} not in: ${error.message}`);
+      }
+      return true;
+    },
+  );
+  // Fewer waits make it fit; "none" means no retry at all.
+  const fits = parseEnv(ConvertEnv, {
+    ...base,
+    BROKER_CONSUMER_TIMEOUT_SECONDS: "1500",
+    CONVERT_RETRY_DELAYS_SECONDS: "1, 2.5, 5",
+  });
+  assert.deepEqual(fits.CONVERT_RETRY_DELAYS_SECONDS, [1, 2.5, 5]);
+  assert.deepEqual(
+    parseEnv(ConvertEnv, { ...base, CONVERT_RETRY_DELAYS_SECONDS: "none" }).CONVERT_RETRY_DELAYS_SECONDS,
+    [],
+  );
+  assert.throws(
+    () => parseEnv(ConvertEnv, { ...base, CONVERT_RETRY_DELAYS_SECONDS: "1,,2" }),
+    /"CONVERT_RETRY_DELAYS_SECONDS" must be seconds separated by commas/,
+  );
 });
