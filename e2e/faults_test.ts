@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { makeMedia } from "../convert/testing/media.ts";
 import { TEST_CRASH_EXIT_CODE } from "../convert/main.ts";
 import { startProduct } from "./product.ts";
-import { assertError, postFile, processesMatching, waitForNoProcess } from "./helpers.ts";
+import { assertError, postFile, processesMatching, waitForJob, waitForNoProcess } from "./helpers.ts";
 import {
   convertWorkers,
   getJob,
@@ -459,4 +459,43 @@ Deno.test("faults: FFmpeg's cap and the retries fit the broker's consumer timeou
       );
     }
   });
+});
+
+Deno.test("faults: Upload dies between recording a job and publishing its task; the reconciler of the restarted Upload publishes it, and the job ends done", async () => {
+  const media = await Deno.makeTempDir();
+  const product = await startProduct(1, {
+    UPLOAD_TEST_CRASH_FILENAME: "crash.mp4",
+    RECONCILE_SECONDS: "1",
+    RECONCILE_GRACE_SECONDS: "2",
+  });
+  try {
+    const source = await makeMedia(media, "mp4");
+    const upload = product.services.find((s) => s.name === "upload")!;
+    // The client's request dies with the service: it never got a 202, but its job was recorded.
+    const response = await postFile(`${product.url}/v1/jobs`, source, "crash.mp4").catch(() => null);
+    assert.notEqual(response?.status, 202);
+    await response?.body?.cancel();
+    assert.equal((await upload.process.status).code, 70, "the Upload service died on purpose");
+    const [inputKey] = await product.storage.list("inputs/");
+    assert.ok(inputKey, "the video was stored before the crash");
+    const id = inputKey.slice("inputs/".length);
+    assert.equal((await (await fetch(`${product.url}/v1/jobs/${id}`)).json()).status, "queued");
+
+    await product.restart("upload", { UPLOAD_TEST_CRASH_FILENAME: undefined });
+    const done = await waitForJob(product.url, id, 60_000);
+    assert.equal(done.status, "done", JSON.stringify(done));
+    const download = await fetch(`${product.url}/v1/jobs/${id}/download`);
+    assert.equal(download.status, 200);
+    await download.body?.cancel();
+    assert.match(
+      await Deno.readTextFile(`${product.dir}/upload.log`),
+      /Reconciler: published the task of job/,
+    );
+  } catch (error) {
+    console.error(await product.logs());
+    throw error;
+  } finally {
+    await product.stop();
+    await Deno.remove(media, { recursive: true });
+  }
 });

@@ -136,6 +136,26 @@ export async function startProduct(workers = 1, extraEnv: Record<string, string>
     storage,
     services,
     startWorker,
+    /** Kills the Upload, Metadata or Gateway service (if it still runs) and starts it again with `extraEnv`. */
+    async restart(
+      service: "upload" | "metadata" | "gateway",
+      extraEnv: Record<string, string | undefined> = {},
+    ) {
+      const old = services.find((s) => s.name === service);
+      if (old) {
+        try {
+          old.process.kill("SIGKILL");
+        } catch { /* already gone */ }
+        await old.process.status;
+        services.splice(services.indexOf(old), 1);
+      }
+      const env: Record<string, string> = { ...common, PORT: String(ports[service]) };
+      for (const [key, value] of Object.entries(extraEnv)) {
+        if (value === undefined) delete env[key];
+        else env[key] = value;
+      }
+      await spawn(service, service, env);
+    },
     async logs() {
       return (await Promise.all(
         services.map(async (s) => `--- ${s.name}\n${await Deno.readTextFile(s.log)}`),

@@ -77,6 +77,11 @@ export const UploadEnv = z.object({
   ...UploadLimitsEnv.shape,
   ...ReconcileEnv.shape,
   ...S3Env.shape,
+  /**
+   * Test only: the service exits (code 70) after recording the job of a file of exactly this name and before
+   * publishing its task, as a crash there would. Never set it outside tests.
+   */
+  UPLOAD_TEST_CRASH_FILENAME: z.string().optional(),
 });
 /** The Upload service: stores videos and publishes tasks. */
 export type UploadEnv = z.infer<typeof UploadEnv>;

@@ -29,6 +29,8 @@ export interface UploadAppDeps {
   tasks: Queue<ConversionRequested>;
   metadata: MetadataClient;
   maxUploadBytes: number;
+  /** Called after the job is recorded and before its task is published (tests use it to crash right there). */
+  beforePublish?: (job: { id: string; filename: string }) => void;
   /** How a stalled or trickling client is cut off (default: 16 KiB in every 30 s, see upload/receive.ts). */
   stall?: Partial<StallLimit>;
   /** Lifetime of presigned download URLs, in seconds. */
@@ -98,6 +100,7 @@ export function createUploadApp(deps: UploadAppDeps): Hono {
         await blobs.delete(inputKey).catch((e) => console.error(`Could not remove input of job ${id}:`, e));
         return c.json(job, 202);
       }
+      deps.beforePublish?.({ id, filename: stored.filename });
       await tasks.publish(conversionTask(id, stored.filename, options, now()));
       // The task is out: the job leaves the outbox. Should this fail, the reconciler publishes the task again,
       // and the worker's deterministic output key makes the second conversion harmless.

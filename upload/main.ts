@@ -19,6 +19,13 @@ export async function run(config: UploadEnv) {
   const broker = createRabbitBroker(config.RABBITMQ_URL, { name: "upload" });
   const tasks = broker.queue(TASK_QUEUE, ConversionRequested);
   const metadata = createMetadataClient(httpFetcher(config.METADATA_URL));
+  const crashOn = config.UPLOAD_TEST_CRASH_FILENAME;
+  if (crashOn !== undefined) {
+    console.error(
+      `WARNING: the test switch UPLOAD_TEST_CRASH_FILENAME is set: this service exits before publishing the task ` +
+        `of a file named ${JSON.stringify(crashOn)}. Never set it outside tests.`,
+    );
+  }
   const app = createUploadApp({
     blobs,
     tasks,
@@ -26,6 +33,11 @@ export async function run(config: UploadEnv) {
     maxUploadBytes: config.MAX_UPLOAD_BYTES,
     stall: { timeoutMs: config.UPLOAD_STALL_SECONDS * 1000, minBytes: config.UPLOAD_STALL_MIN_BYTES },
     presignSeconds: config.S3_PRESIGN_SECONDS,
+    beforePublish: crashOn === undefined ? undefined : ({ id, filename }) => {
+      if (filename !== crashOn) return;
+      console.error(`job ${id}: UPLOAD_TEST_CRASH_FILENAME names its file; exiting before publishing its task`);
+      Deno.exit(70);
+    },
   });
   const reconciler = createReconciler({
     blobs,
