@@ -8,7 +8,7 @@ import { isFinal, Job, type JobStore } from "@vmp3/shared";
 
 /** Options of {@linkcode createRedisClient}. */
 export interface RedisClientOptions {
-  /** How long one command may take, in ms (default 1000). */
+  /** How long one command may take, in ms (default 800: a status read answers, if only 503, within a second). */
   commandTimeout?: number;
   /** Called on connection errors (default: one console.error line per distinct message while the outage lasts). */
   onError?: (error: Error) => void;
@@ -19,7 +19,7 @@ export function createRedisClient(url: string, options: RedisClientOptions = {})
   const redis = new Redis(url, {
     lazyConnect: true,
     enableOfflineQueue: false,
-    commandTimeout: options.commandTimeout ?? 1000,
+    commandTimeout: options.commandTimeout ?? 800,
     connectTimeout: 2000,
     maxRetriesPerRequest: 1,
     retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000) + Math.floor(Math.random() * 100),
