@@ -2,7 +2,8 @@
  * @module
  * A {@linkcode BlobStore} on an S3-compatible object store (AWS S3, MinIO, R2, s3rver).
  *
- * Uploads stream through multipart upload with bounded memory (8 MiB parts, 2 in flight); a failed upload is
+ * Uploads stream through multipart upload with bounded memory (8 MiB parts, 2 in flight per upload, buffers from
+ * a budget all uploads share, S3_UPLOAD_BUFFERS); a failed upload is
  * aborted so it leaves neither an object nor a dangling multipart upload (when the store cannot be reached, the
  * abort is tried again in the background until it answers).
  *
@@ -25,6 +26,7 @@ import {
 } from "@aws-sdk/client-s3";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { AppError, type BlobStore, contentDisposition, type S3Env } from "@vmp3/shared";
+import { createBufferPool } from "./buffer_pool.ts";
 
 /**
  * V8's `gc`, where the process runs with `--v8-flags=--expose-gc` (the Upload and Convert services do). Each chunk
@@ -57,6 +59,11 @@ export interface S3Settings {
   abortRetryDelaysMs?: number[];
   /** Told what the store does in the background (aborts of failed uploads); default console.error. */
   report?: (message: string) => void;
+  /**
+   * How many part buffers (8 MiB each) all the uploads of this store share (default 12, 96 MiB): the memory of
+   * uploads is capped at that whatever their number; past it an upload waits for a buffer.
+   */
+  uploadBuffers?: number;
 }
 
 /** A {@linkcode BlobStore} on S3, with bucket setup and shutdown. */
@@ -69,8 +76,10 @@ export interface S3BlobStore extends BlobStore {
 
 /** The part size of multipart uploads. */
 const PART_SIZE = 8 * 1024 * 1024;
-/** How many parts upload at once: memory stays near (QUEUE_SIZE + 1) * PART_SIZE per upload. */
+/** How many parts of one upload are sent at once. */
 const QUEUE_SIZE = 2;
+/** How many part buffers the uploads of one store share by default. */
+const UPLOAD_BUFFERS = 12;
 
 /** Maps the S3 settings of the environment to {@linkcode S3Settings}. */
 export function s3SettingsFromEnv(env: S3Env): S3Settings {
@@ -84,6 +93,7 @@ export function s3SettingsFromEnv(env: S3Env): S3Settings {
     forcePathStyle: env.S3_FORCE_PATH_STYLE,
     checksum: env.S3_CHECKSUM,
     presignSeconds: env.S3_PRESIGN_SECONDS,
+    uploadBuffers: env.S3_UPLOAD_BUFFERS,
   };
 }
 
@@ -157,6 +167,7 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
   const abortDelays = settings.abortRetryDelaysMs ?? ABORT_RETRY_DELAYS_MS;
   /** Aborts still being tried in the background; `close()` stops them. */
   const pendingAborts = new Set<AbortController>();
+  const buffers = createBufferPool(PART_SIZE, settings.uploadBuffers ?? UPLOAD_BUFFERS);
 
   /**
    * Aborts a failed multipart upload. If the store cannot be reached, it is tried again in the background (the
@@ -218,11 +229,19 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
     },
 
     async put(key, body, options) {
-      // Our own multipart upload rather than lib-storage's: the stream is copied once into a few part buffers
-      // that are reused, so memory stays at (QUEUE_SIZE + 1) parts whatever the object's size.
+      // Our own multipart upload rather than lib-storage's: the stream is copied once into part buffers taken from
+      // the store's shared budget and given back once sent, so the memory of all uploads together is capped,
+      // whatever their size and number (at most QUEUE_SIZE + 1 buffers per upload).
       const reader = body.getReader();
-      const free: Uint8Array[] = [];
-      const take = () => free.pop() ?? new Uint8Array(PART_SIZE);
+      const held = new Set<Uint8Array>();
+      const take = async () => {
+        const buffer = await buffers.take();
+        held.add(buffer);
+        return buffer;
+      };
+      const give = (buffer: Uint8Array) => {
+        if (held.delete(buffer)) buffers.give(buffer);
+      };
       let pending: Uint8Array | undefined;
       let ended = false;
       let streamError: { error: unknown } | undefined;
@@ -267,7 +286,7 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
       let uploadId: string | undefined;
       const inFlight = new Set<Promise<void>>();
       try {
-        const first = take();
+        const first = await take();
         const firstLength = await fill(first);
         if (ended && !pending) {
           await client.send(
@@ -299,10 +318,12 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
             }),
           ).then((out) => {
             parts.push({ PartNumber, ETag: out.ETag });
-            free.push(buffer);
           }, (error) => {
             failure ??= { error };
-          }).finally(() => inFlight.delete(sending));
+          }).finally(() => {
+            inFlight.delete(sending);
+            give(buffer);
+          });
           inFlight.add(sending);
         };
         let partNumber = 1;
@@ -310,10 +331,10 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
         while (!(ended && !pending)) {
           while (inFlight.size >= QUEUE_SIZE) await Promise.race(inFlight);
           if (failure) throw failure.error;
-          const buffer = take();
+          const buffer = await take();
           const length = await fill(buffer);
           if (length === 0) {
-            free.push(buffer);
+            give(buffer);
             break;
           }
           send(buffer, length, ++partNumber);
@@ -337,6 +358,9 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
         if (uploadId) await abortUpload(key, uploadId);
         // The caller's own stream error (say, a size limit it enforces) wins over what the SDK made of it.
         throw streamError ? streamError.error : unreachable(error, "upload");
+      } finally {
+        // Nothing is sending from them any more (in-flight parts were awaited): back to the shared budget.
+        for (const buffer of [...held]) give(buffer);
       }
     },
 

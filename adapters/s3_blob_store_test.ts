@@ -106,6 +106,29 @@ Deno.test("s3: a 20 MiB multipart object round-trips byte for byte", async () =>
   });
 });
 
+Deno.test("s3: uploads at once share a budget of 2 part buffers and all complete, byte for byte", async () => {
+  await withStore(async (store) => {
+    const size = 18 * 1024 * 1024 + 7; // 3 parts each, so each upload needs more buffers than the budget alone
+    const uploads = [1, 2, 3, 4].map((seed) => ({ key: `inputs/many-${seed}`, ...generated(size, seed) }));
+    const puts = await Promise.all(uploads.map((u) => store.put(u.key, u.stream)));
+    assert.deepEqual(puts, uploads.map(() => ({ size })));
+    for (const u of uploads) {
+      const got = await store.get(u.key);
+      assert.equal(await sha256(await readAll(got!.body)), await u.digest, u.key);
+    }
+    // A failed upload gives its buffers back too: the next one still finds them.
+    const failing = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new Uint8Array(9 * 1024 * 1024));
+        controller.error(new Error("client gone"));
+      },
+    });
+    await assert.rejects(store.put("inputs/failed", failing), /client gone/);
+    const after = generated(size, 9);
+    assert.deepEqual(await store.put("inputs/after", after.stream), { size });
+  }, { uploadBuffers: 2 });
+});
+
 Deno.test("s3: a stream that fails midway leaves no object behind", async () => {
   await withStore(async (store) => {
     let sent = 0;

@@ -34,6 +34,8 @@ export const S3Env = z.object({
   S3_CHECKSUM: z.enum(["when_supported", "when_required"]).default("when_required"),
   /** Lifetime of presigned download URLs, in seconds. */
   S3_PRESIGN_SECONDS: z.coerce.number().int().min(1).max(604800).default(300),
+  /** How many 8 MiB part buffers all uploads of a process share: their memory is capped at that. */
+  S3_UPLOAD_BUFFERS: z.coerce.number().int().min(1).max(1024).default(12),
 });
 /** Settings of an S3-compatible store. */
 export type S3Env = z.infer<typeof S3Env>;
