@@ -4,7 +4,7 @@
  * a final state; a job the fast store has lost is rebuilt from its record on first use. So a Redis restarted
  * empty still shows every finished job done (and it still downloads), and an event for a job in flight finds it.
  */
-import { type BlobStore, isFinal, Job, type JobStore } from "@vmp3/shared";
+import { type BlobStore, isFinal, Job, JobId, type JobStore } from "@vmp3/shared";
 
 /** Where the record of job `id` is kept. */
 export function jobRecordKey(id: string): string {
@@ -28,6 +28,8 @@ export function createDurableJobStore(fast: JobStore, records: BlobStore): JobSt
   };
   /** The job from its record, put back into the fast store; null if there is none. */
   const restore = async (id: string): Promise<Job | null> => {
+    // Only ids a job can have reach storage: any other is unknown, without a request to the store.
+    if (!JobId.safeParse(id).success) return null;
     const job = await read(id);
     if (!job) return null;
     if (!(await fast.insert(job))) return await fast.get(id); // restored meanwhile by another caller

@@ -80,6 +80,9 @@ Deno.test("durable store: a job lost by the fast store is rebuilt from its recor
   store = await t.wipe();
   assert.deepEqual(await store.get(job.id), done, "rebuilt from the record");
   assert.equal(await store.get(crypto.randomUUID()), null, "an unknown job is still unknown");
+  for (const id of ["../../etc/passwd", "jobs/x", ""]) {
+    assert.equal(await store.get(id), null, `${id}: not a job id, and no storage key is made of it`);
+  }
   await t.close();
 });
 
