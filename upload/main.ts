@@ -35,7 +35,9 @@ export async function run(config: UploadEnv) {
     presignSeconds: config.S3_PRESIGN_SECONDS,
     beforePublish: crashOn === undefined ? undefined : ({ id, filename }) => {
       if (filename !== crashOn) return;
-      console.error(`job ${id}: UPLOAD_TEST_CRASH_FILENAME names its file; exiting before publishing its task`);
+      console.error(
+        `job ${id}: UPLOAD_TEST_CRASH_FILENAME names its file; exiting before publishing its task`,
+      );
       Deno.exit(70);
     },
   });
