@@ -21,6 +21,7 @@ import {
   seconds,
   withoutProbeNoise,
 } from "./ffmpeg_run.ts";
+import type { ToolLimits } from "./ffmpeg_check.ts";
 import { addComment } from "./id3_comment.ts";
 import { applyFilter, type LoudnessMeasurement, measureFilter, parseLoudnorm } from "./loudness.ts";
 import { type ConversionPlan, survivingChapters } from "./plan.ts";
@@ -60,6 +61,8 @@ export interface TranscodeOptions {
    * (default "setpriv" on Linux; null runs ffmpeg directly). Needs --allow-run for it.
    */
   setprivPath?: string | null;
+  /** The rlimits of each run (see spawnTool); the CPU-time cap defaults to twice the time left. */
+  limits?: Partial<ToolLimits>;
 }
 
 /** The caps of a run: its -t and -fs. */
@@ -95,6 +98,7 @@ export async function transcode(
   const context: RunContext = {
     ffmpegPath: options.ffmpegPath,
     setprivPath: options.setprivPath,
+    limits: options.limits,
     deadline: Date.now() + options.timeoutMs,
     signal: options.signal,
   };

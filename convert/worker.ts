@@ -20,6 +20,7 @@ import { measureAudioBitrate } from "./audio_bitrate.ts";
 import { type ConversionPlan, planConversion, streamToMeasure } from "./plan.ts";
 import { probeInput, type ProbeResult } from "./probe.ts";
 import { transcode } from "./transcode.ts";
+import type { ToolLimits } from "./ffmpeg_check.ts";
 
 /** Tools and limits of one worker. */
 export interface ConvertLimits {
@@ -31,6 +32,8 @@ export interface ConvertLimits {
   maxStreams: number;
   /** Wall-clock cap of one FFmpeg run, in ms. */
   timeoutMs: number;
+  /** The rlimits of each ffmpeg/ffprobe run (default: the launcher's, DEFAULT_TOOL_LIMITS). */
+  toolLimits?: Partial<ToolLimits>;
 }
 
 /** The limits that `config` sets. */
@@ -41,6 +44,11 @@ export function limitsFromEnv(config: ConvertLimitsEnv): ConvertLimits {
     maxDuration: config.MAX_DURATION_SECONDS,
     maxStreams: config.MAX_STREAMS,
     timeoutMs: config.FFMPEG_TIMEOUT_SECONDS * 1000,
+    toolLimits: {
+      memoryBytes: config.FFMPEG_MAX_MEMORY_MB * 1024 * 1024,
+      fileBytes: config.FFMPEG_MAX_FILE_MB * 1024 * 1024,
+      openFiles: config.FFMPEG_MAX_OPEN_FILES,
+    },
   };
 }
 
@@ -217,6 +225,7 @@ export function createTaskHandler(
       let probe = await probeInput(inputPath, {
         name: task.filename,
         ffprobePath: limits.ffprobePath,
+        limits: limits.toolLimits,
         maxDuration: limits.maxDuration,
         maxStreams: limits.maxStreams,
         signal,
@@ -226,6 +235,7 @@ export function createTaskHandler(
       if (unknown) {
         const bitrate = await measureAudioBitrate(inputPath, unknown.index, {
           ffmpegPath: limits.ffmpegPath,
+          limits: limits.toolLimits,
           deadline: Math.min(deadline, Date.now() + limits.timeoutMs),
           signal,
         });
@@ -258,6 +268,7 @@ export function createTaskHandler(
         steps.stored = { size: existing.size, sha256: tap.digest() };
         steps.result = await probeInput(outputPath, {
           ffprobePath: limits.ffprobePath,
+          limits: limits.toolLimits,
           maxDuration: Number.MAX_SAFE_INTEGER,
           maxStreams: 2,
           signal,
@@ -277,6 +288,7 @@ export function createTaskHandler(
         workDir: dir,
         name: task.filename,
         ffmpegPath: limits.ffmpegPath,
+        limits: limits.toolLimits,
         maxDuration: limits.maxDuration,
         timeoutMs: Math.min(limits.timeoutMs, left),
         signal,
@@ -299,6 +311,7 @@ export function createTaskHandler(
       await sending;
       steps.result = await probeInput(outputPath, {
         ffprobePath: limits.ffprobePath,
+        limits: limits.toolLimits,
         maxDuration: Number.MAX_SAFE_INTEGER,
         maxStreams: 2, // the audio, and the cover picture if there is one
         signal,

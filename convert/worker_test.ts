@@ -154,6 +154,17 @@ Deno.test("worker measures a WebM's audio bitrate, which the container does not 
   await t.close();
 });
 
+Deno.test("worker runs the tools under its rlimits: too little memory fails the job with conversion_failed, at once", async () => {
+  const t = await setup((b) => b, { limits: { ...limits, toolLimits: { memoryBytes: 64 * 1024 * 1024 } } });
+  const task = t.task();
+  await store(t.blobs, task.inputKey, await makeMedia(t.root, "mp4"));
+  assert.equal(await t.handle(task), "ack", "final: not retried, not handed back");
+  const last = (await t.published()).at(-1);
+  assert.equal(last?.type === "job.failed" && last.error.code, "conversion_failed", JSON.stringify(last));
+  assert.equal(await t.blobs.head(task.outputKey), null);
+  await t.close();
+});
+
 Deno.test("worker fails a job whose options the input cannot honour with invalid_option, and acks", async () => {
   const t = await setup();
   const task = { ...t.task(), options: { audio_track: "fra" } };

@@ -111,6 +111,12 @@ export const ConvertLimitsEnv = z.object({
   MAX_STREAMS: z.coerce.number().int().positive().default(16),
   /** Wall-clock cap of one ffmpeg run, in seconds; keep it under the broker's consumer timeout (30 min). */
   FFMPEG_TIMEOUT_SECONDS: z.coerce.number().positive().default(20 * 60),
+  /** Address space of each ffmpeg/ffprobe run (its rlimit), in MiB. */
+  FFMPEG_MAX_MEMORY_MB: z.coerce.number().int().min(256).default(2048),
+  /** The largest file an ffmpeg run may write (its rlimit), in MiB. */
+  FFMPEG_MAX_FILE_MB: z.coerce.number().int().min(1).default(2048),
+  /** Open files of an ffmpeg run (its rlimit). */
+  FFMPEG_MAX_OPEN_FILES: z.coerce.number().int().min(16).default(64),
 });
 /** Limits and tools of a Convert worker. */
 export type ConvertLimitsEnv = z.infer<typeof ConvertLimitsEnv>;
