@@ -424,6 +424,11 @@ function ascii(bytes: Uint8Array, start: number, end: number): string {
 
 async function readHead(path: string, length: number): Promise<Uint8Array> {
   using file = await Deno.open(path, { read: true });
+  return await readUpTo(file, length);
+}
+
+/** Reads up to `length` bytes from where `file` stands; fewer only at its end. */
+async function readUpTo(file: Deno.FsFile, length: number): Promise<Uint8Array> {
   const buffer = new Uint8Array(length);
   let filled = 0;
   while (filled < length) {
@@ -446,14 +451,7 @@ export async function refersToOtherFiles(path: string): Promise<boolean> {
   using file = await Deno.open(path, { read: true });
   const readAt = async (at: number, length: number): Promise<Uint8Array> => {
     await file.seek(at, Deno.SeekMode.Start);
-    const buffer = new Uint8Array(length);
-    let filled = 0;
-    while (filled < length) {
-      const n = await file.read(buffer.subarray(filled));
-      if (n === null) break;
-      filled += n;
-    }
-    return buffer.subarray(0, filled);
+    return await readUpTo(file, length);
   };
   const walk = async (start: number, end: number, depth: number): Promise<boolean> => {
     for (let at = start, boxes = 0; at + 8 <= end && boxes < 100_000; boxes++) {
