@@ -4,8 +4,7 @@
  * flags), and reading what the workers logged.
  * @module
  */
-import { serviceArgs } from "../scripts/services.ts";
-import { captureOutput, freePort, type Service, type startProduct } from "./product.ts";
+import { freePort, launchService, type Service, type startProduct } from "./product.ts";
 
 /** The running product of `startProduct`. */
 export type Product = Awaited<ReturnType<typeof startProduct>>;
@@ -148,30 +147,8 @@ export function convertWorkers(product: Product): Workers {
       const flagsEnv = options.flagsFrom ? { ...env, ...options.flagsFrom } : env;
       const log = logPath(name);
       await Deno.writeTextFile(log, "");
-      const process = new Deno.Command(Deno.execPath(), {
-        args: ["run", ...serviceArgs("convert", flagsEnv)],
-        env,
-        clearEnv: true,
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
-      await captureOutput(process, log);
-      const service = { name, process, log };
+      const service = await launchService("convert", name, env, log, { wait: options.wait, flagsEnv });
       all.push(service);
-      if (options.wait === false) return service;
-      let exited = false;
-      process.status.then(() => exited = true);
-      const url = `http://127.0.0.1:${env.PORT}/healthz`;
-      await until(
-        `${name} to start`,
-        async () => {
-          if (exited) throw new Error(`${name} exited at start:\n${await Deno.readTextFile(log)}`);
-          return await fetch(url).then((r) => r.body?.cancel().then(() => r.ok)).catch(() => false);
-        },
-        30_000,
-        100,
-      );
       return service;
     },
     log: (name) => Deno.readTextFile(logPath(name)).catch(() => ""),

@@ -29,6 +29,46 @@ export async function captureOutput(process: Deno.ChildProcess, log: string): Pr
   }
 }
 
+/**
+ * Starts `service` as its own process with its real permission flags (computed from `options.flagsEnv`, by default
+ * from `env`), its output appended to `log`, and waits until its health check answers (unless `options.wait` is
+ * false). If it exits first or does not answer within 30 s, it is killed and the error carries its log.
+ */
+export async function launchService(
+  service: ServiceName,
+  name: string,
+  env: Record<string, string>,
+  log: string,
+  options: { wait?: boolean; flagsEnv?: Record<string, string> } = {},
+): Promise<Service> {
+  const process = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...serviceArgs(service, options.flagsEnv ?? env)],
+    env,
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  await captureOutput(process, log);
+  const entry = { name, process, log };
+  if (options.wait === false) return entry;
+  let exited = false;
+  process.status.then(() => exited = true);
+  const url = `http://127.0.0.1:${env.PORT}/healthz`;
+  for (let i = 0;; i++) {
+    if ((await fetch(url).then((r) => r.body?.cancel().then(() => r.ok)).catch(() => false))) return entry;
+    if (exited || i > 300) {
+      try {
+        process.kill("SIGKILL");
+      } catch { /* already gone */ }
+      await process.status;
+      const why = exited ? "exited at start" : "did not start";
+      throw new Error(`${name} ${why}:\n${await Deno.readTextFile(log).catch(() => "")}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr;
@@ -73,24 +113,8 @@ export async function startProduct(workers = 1, extraEnv: Record<string, string>
   };
   const services: Service[] = [];
   const spawn = async (service: ServiceName, name: string, env: Record<string, string>) => {
-    const log = `${dir}/${name}.log`;
-    const process = new Deno.Command(Deno.execPath(), {
-      args: ["run", ...serviceArgs(service, env)],
-      env,
-      clearEnv: true,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    await captureOutput(process, log);
-    const entry = { name, process, log };
+    const entry = await launchService(service, name, env, `${dir}/${name}.log`);
     services.push(entry);
-    const url = `http://127.0.0.1:${env.PORT}/healthz`;
-    for (let i = 0;; i++) {
-      if ((await fetch(url).then((r) => r.body?.cancel().then(() => r.ok)).catch(() => false))) break;
-      if (i > 200) throw new Error(`${name} did not start:\n${await Deno.readTextFile(log)}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
     return entry;
   };
   const path = Deno.env.get("PATH") ?? "/usr/bin:/bin";
