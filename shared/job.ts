@@ -52,6 +52,11 @@ export const Job = z.object({
     /** Hex sha256 of the uploaded bytes, computed while they streamed in. */
     sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
   }),
+  /**
+   * The id of the API key that made the job; only that key sees it. Absent for jobs made where the API runs open
+   * (embedded dev mode without keys).
+   */
+  owner: z.string().optional(),
   /** The options the job was asked with (absent ones take their defaults). */
   options: ConversionOptions.optional(),
   /** Conversion speed as a multiple of real time, while converting. */
@@ -71,7 +76,7 @@ export const Job = z.object({
 export type Job = z.infer<typeof Job>;
 
 /** A new job, as the Upload service asks Metadata to record it. */
-export const NewJob = Job.pick({ id: true, input: true, options: true, cacheKey: true });
+export const NewJob = Job.pick({ id: true, input: true, options: true, cacheKey: true, owner: true });
 /** A new job, as the Upload service asks Metadata to record it. */
 export type NewJob = z.infer<typeof NewJob>;
 

@@ -5,11 +5,7 @@
 import { Hono } from "hono";
 import {
   AppError,
-  type BlobStore,
-  cacheKey,
   contentDisposition,
-  type ConversionRequested,
-  conversionTask,
   JobId,
   jobKeys,
   mp3Filename,
@@ -17,25 +13,18 @@ import {
   onNotFound,
   OPTION_NAMES,
   parseOptions,
-  type Queue,
   sha256Tap,
 } from "@vmp3/shared";
-import type { MetadataClient } from "@vmp3/metadata";
 import { receiveUpload, type StallLimit } from "./receive.ts";
+import { type AcceptDeps, createAccept } from "./accept.ts";
 
 /** What the Upload app needs. */
-export interface UploadAppDeps {
-  blobs: BlobStore;
-  tasks: Queue<ConversionRequested>;
-  metadata: MetadataClient;
+export interface UploadAppDeps extends AcceptDeps {
   maxUploadBytes: number;
-  /** Called after the job is recorded and before its task is published (tests use it to crash right there). */
-  beforePublish?: (job: { id: string; filename: string }) => void;
   /** How a stalled or trickling client is cut off (default: 16 KiB in every 30 s, see upload/receive.ts). */
   stall?: Partial<StallLimit>;
   /** Lifetime of presigned download URLs, in seconds. */
   presignSeconds?: number;
-  now?: () => Date;
 }
 
 function pickOptions(source: Record<string, string | undefined>): Record<string, string> {
@@ -49,7 +38,9 @@ function pickOptions(source: Record<string, string | undefined>): Record<string,
 
 /** Creates the Upload HTTP app. */
 export function createUploadApp(deps: UploadAppDeps): Hono {
-  const { blobs, tasks, metadata, maxUploadBytes, presignSeconds = 300, now = () => new Date() } = deps;
+  const { blobs, maxUploadBytes, presignSeconds = 300 } = deps;
+  const metadata = deps.metadata;
+  const accept = createAccept(deps);
   const app = new Hono();
   app.onError(onError);
   app.notFound(onNotFound);
@@ -82,51 +73,22 @@ export function createUploadApp(deps: UploadAppDeps): Hono {
       throw error;
     });
 
-    let recorded = false;
+    let options;
     try {
-      const options = parseOptions({ ...pickOptions(fields), ...queryOptions });
-      if (stored.size === 0) {
-        throw new AppError("unsupported_input", `Cannot convert "${stored.filename}": the file is empty`);
-      }
-      const job = await metadata.createJob({
-        id,
-        input: { filename: stored.filename, size: stored.size, sha256: stored.sha256 },
-        options,
-        cacheKey: await cacheKey(stored.sha256, options),
-      });
-      recorded = true;
-      if (job.status === "done") {
-        // The same bytes were converted with the same options before: the job is done already, from that MP3.
-        await blobs.delete(inputKey).catch((e) => console.error(`Could not remove input of job ${id}:`, e));
-        return c.json(job, 202);
-      }
-      deps.beforePublish?.({ id, filename: stored.filename });
-      await tasks.publish(conversionTask(id, stored.filename, options, now()));
-      // The task is out: the job leaves the outbox. Should this fail, the reconciler publishes the task again,
-      // and the worker's deterministic output key makes the second conversion harmless.
-      await metadata.markPublished(id).catch((e) =>
-        console.error(`Job ${id}: could not mark it published:`, e)
-      );
-      return c.json(job, 202);
+      options = parseOptions({ ...pickOptions(fields), ...queryOptions });
     } catch (error) {
       await blobs.delete(inputKey).catch((e) => console.error(`Could not remove input of job ${id}:`, e));
-      if (recorded) {
-        const failure = error instanceof AppError ? error : new AppError(
-          "service_unavailable",
-          "The conversion queue cannot be reached; the job was not started, please upload again",
-          { cause: error },
-        );
-        await metadata.postEvent({
-          type: "job.failed",
-          version: 1,
-          jobId: id,
-          at: now().toISOString(),
-          error: { code: failure.code, message: failure.message },
-        }).catch((e) => console.error(`Could not mark job ${id} failed:`, e));
-        throw failure;
-      }
       throw error;
     }
+    // accept removes the stored video itself should anything fail.
+    const job = await accept({
+      id,
+      filename: stored.filename,
+      size: stored.size,
+      sha256: stored.sha256,
+      options,
+    });
+    return c.json(job, 202);
   });
 
   // The finished MP3 of a job: a redirect to a short-lived URL where the store can make one, else the bytes.
