@@ -8,11 +8,33 @@ import { z } from "zod";
 export const ERROR_STATUS = {
   invalid_request: 400,
   invalid_option: 400,
+  /** A URL to import from (or to deliver webhooks to) that vmp3 will not reach: a private address, say. */
+  url_not_allowed: 400,
+  /** No API key, or one that is not valid. */
+  unauthorized: 401,
+  /** The key may not do this (an admin route, say). */
+  forbidden: 403,
   not_found: 404,
   request_timeout: 408,
   not_ready: 409,
+  /** The request conflicts with the resource's state: a tus offset that is not the upload's, a job not failed. */
+  conflict: 409,
+  /** An Idempotency-Key already used with a different request. */
+  idempotency_key_reused: 422,
+  /** The job's files were removed when it expired. */
+  expired: 410,
   payload_too_large: 413,
   unsupported_media_type: 415,
+  /** A tus request with a Tus-Resumable version this server does not speak. */
+  precondition_failed: 412,
+  /** The URL to import from answered with an error, or could not be reached. */
+  url_fetch_failed: 422,
+  /** Too many requests for the key's rate limit; see Retry-After. */
+  rate_limited: 429,
+  /** The key's quota (bytes stored, jobs at once) is used up. */
+  quota_exceeded: 429,
+  /** What the request asks for is not available in this deployment (direct S3 uploads on a local folder, say). */
+  not_implemented: 501,
   no_audio_stream: 422,
   unsupported_input: 422,
   corrupt_input: 422,
