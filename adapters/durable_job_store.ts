@@ -3,6 +3,11 @@
  * a fast store (Redis) that may lose everything. The record is written when a job is created and when it reaches
  * a final state; a job the fast store has lost is rebuilt from its record on first use. So a Redis restarted
  * empty still shows every finished job done (and it still downloads), and an event for a job in flight finds it.
+ * The record is also written when a job's expiry (`expiresAt`, `expiredAt`) changes, so a rebuilt job still
+ * knows its files are gone.
+ *
+ * `list` and `expiring` ask the fast store alone: after the fast store lost everything they only see the jobs
+ * rebuilt so far (each one on its first `get` or `update`), not every job that has a record.
  */
 import { type BlobStore, isFinal, Job, JobId, type JobStore } from "@vmp3/shared";
 
@@ -50,9 +55,11 @@ export function createDurableJobStore(fast: JobStore, records: BlobStore): JobSt
 
     async update(id, change) {
       let changed = false;
+      let expiryChanged = false;
       const apply = (job: Job) => {
         const next = change(job);
         changed = next !== job;
+        expiryChanged = next.expiresAt !== job.expiresAt || next.expiredAt !== job.expiredAt;
         return next;
       };
       let job = await fast.update(id, apply);
@@ -60,11 +67,23 @@ export function createDurableJobStore(fast: JobStore, records: BlobStore): JobSt
       if (job && isFinal(job.status)) {
         // A repeated final event changes nothing, but its first try may have failed to write the record.
         if (changed || !isFinal((await read(id))?.status ?? "queued")) await write(job);
+      } else if (job && expiryChanged) {
+        await write(job);
       }
       return job;
     },
 
     markPublished: (id) => fast.markPublished(id),
     unpublished: (before, limit) => fast.unpublished(before, limit),
+    // After the fast store lost everything (a Redis wipe), these see only the jobs rebuilt so far.
+    list: (query) => fast.list(query),
+    expiring: (now, limit) => fast.expiring(now, limit),
+
+    async remove(id) {
+      // The record goes first: were the job removed from the fast store first, a crash in between would let the
+      // next get() rebuild it from its record.
+      if (JobId.safeParse(id).success) await records.delete(jobRecordKey(id));
+      await fast.remove(id);
+    },
   };
 }

@@ -3,6 +3,7 @@ import { applyEvent, type BlobStore, createJob, type Job, type JobEvent } from "
 import { createFsBlobStore } from "./fs_blob_store.ts";
 import { createKvJobStore } from "./kv_job_store.ts";
 import { createDurableJobStore, jobRecordKey } from "./durable_job_store.ts";
+import { testJobStore } from "./testing/job_store_contract.ts";
 
 const at = (s: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, s)).toISOString();
 const event = (jobId: string, type: "job.started" | "job.progress" | "job.done", s: number): JobEvent =>
@@ -134,5 +135,54 @@ Deno.test("durable store: a final state whose record could not be written is wri
   await store.update(job.id, (j) => applyEvent(j, event(job.id, "job.done", 3))); // the redelivered event
   store = await t.wipe();
   assert.equal((await store.get(job.id))?.status, "done");
+  await t.close();
+});
+
+testJobStore("durable over KV", async () => {
+  const t = await setup();
+  return { store: t.open(), close: () => t.close() };
+});
+
+Deno.test("durable store: remove deletes the record too, so a lost fast store cannot bring the job back", async () => {
+  const t = await setup();
+  let store = t.open();
+  const job = newJob();
+  await store.insert(job);
+  await store.remove(job.id);
+  assert.equal(await t.records.head(jobRecordKey(job.id)), null);
+  assert.equal(await store.get(job.id), null);
+  store = await t.wipe();
+  assert.equal(await store.get(job.id), null);
+  await store.remove("../../etc/passwd"); // not a job id: no storage key is made of it, and nothing fails
+  await t.close();
+});
+
+Deno.test("durable store: after the fast store is lost, list and expiring show only the jobs rebuilt so far", async () => {
+  const t = await setup();
+  let store = t.open();
+  const expiresAt = new Date(at(10)).toISOString();
+  const [a, b] = [{ ...newJob(), owner: "k1", expiresAt }, { ...newJob(), owner: "k1", expiresAt }];
+  await store.insert(a);
+  await store.insert(b);
+  store = await t.wipe();
+  assert.deepEqual((await store.list({ owner: "k1", limit: 10 })).jobs, []);
+  assert.deepEqual(await store.expiring(new Date(at(20)), 10), []);
+  await store.get(a.id); // rebuilt on first use
+  assert.deepEqual((await store.list({ owner: "k1", limit: 10 })).jobs, [a]);
+  assert.deepEqual(await store.expiring(new Date(at(20)), 10), [a.id]);
+  await t.close();
+});
+
+Deno.test("durable store: a change of expiry is recorded, so a rebuilt job knows its files are gone", async () => {
+  const t = await setup();
+  let store = t.open();
+  const job = { ...newJob(), status: "done" as const, progress: 1, expiresAt: at(10) };
+  await store.insert(job);
+  const expiredAt = at(11);
+  await store.update(job.id, (j) => ({ ...j, expiredAt }));
+  assert.equal(t.puts(), 2);
+  store = await t.wipe();
+  assert.equal((await store.get(job.id))?.expiredAt, expiredAt);
+  assert.deepEqual(await store.expiring(new Date(at(20)), 10), []);
   await t.close();
 });

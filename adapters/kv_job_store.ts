@@ -1,5 +1,34 @@
-/** A JobStore on Deno KV, for the embedded mode (a file) and for tests (":memory:"). */
+/**
+ * A JobStore on Deno KV, for the embedded mode (a file) and for tests (":memory:").
+ *
+ * Keys: ["jobs", id] the job; ["outbox", created-at ms, id] the queued jobs whose task is not known to be
+ * published; ["owned_jobs", owner, created-at ms, id] and ["unowned_jobs", created-at ms, id] each owner's jobs,
+ * holding a copy of the job so that a page is read with one `list`; ["expiring", expires-at ms, id] the jobs with an
+ * `expiresAt` and no `expiredAt`. Every write of a job writes its index entries in the same atomic operation,
+ * checked against the job's versionstamp.
+ */
 import { isFinal, Job, type JobStore } from "@vmp3/shared";
+import { checkLimit, collectPage, decodeCursor, type IndexEntry } from "./job_page.ts";
+
+/** The key prefix of the owner index of `owner` (absent: the jobs with no owner). */
+function ownerPrefix(owner: string | undefined): Deno.KvKey {
+  return owner === undefined ? ["unowned_jobs"] : ["owned_jobs", owner];
+}
+
+function ownerKey(job: Job): Deno.KvKey {
+  return [...ownerPrefix(job.owner), Date.parse(job.createdAt), job.id];
+}
+
+/** The expiry index key of `job`, or null when it is not waiting to expire. */
+function expiryKey(job: Job): Deno.KvKey | null {
+  return job.expiresAt !== undefined && job.expiredAt === undefined
+    ? ["expiring", Date.parse(job.expiresAt), job.id]
+    : null;
+}
+
+function sameKey(a: Deno.KvKey | null, b: Deno.KvKey | null): boolean {
+  return a !== null && b !== null && a.length === b.length && a.every((part, i) => part === b[i]);
+}
 
 /** Creates a JobStore keeping jobs under ["jobs", id] in `kv`, and the outbox under ["outbox", createdAt, id]. */
 export function createKvJobStore(kv: Deno.Kv): JobStore {
@@ -12,8 +41,10 @@ export function createKvJobStore(kv: Deno.Kv): JobStore {
     },
     async insert(job) {
       const key = keyOf(job.id);
-      const op = kv.atomic().check({ key, versionstamp: null }).set(key, job);
+      const op = kv.atomic().check({ key, versionstamp: null }).set(key, job).set(ownerKey(job), job);
       if (job.status === "queued") op.set(outboxKey(job), true);
+      const expiry = expiryKey(job);
+      if (expiry) op.set(expiry, true);
       return (await op.commit()).ok;
     },
     async update(id, change) {
@@ -24,6 +55,12 @@ export function createKvJobStore(kv: Deno.Kv): JobStore {
         const next = change(current);
         if (next === current) return current;
         const op = kv.atomic().check(entry).set(entry.key, next);
+        const [oldOwner, newOwner] = [ownerKey(current), ownerKey(next)];
+        if (!sameKey(oldOwner, newOwner)) op.delete(oldOwner);
+        op.set(newOwner, next);
+        const [oldExpiry, newExpiry] = [expiryKey(current), expiryKey(next)];
+        if (oldExpiry && !sameKey(oldExpiry, newExpiry)) op.delete(oldExpiry);
+        if (newExpiry) op.set(newExpiry, true);
         if (isFinal(next.status)) op.delete(outboxKey(next));
         if ((await op.commit()).ok) return next;
       }
@@ -39,6 +76,41 @@ export function createKvJobStore(kv: Deno.Kv): JobStore {
         ids.push(String(entry.key[2]));
       }
       return ids;
+    },
+    async list(query) {
+      checkLimit(query.limit);
+      const after = query.cursor === undefined ? null : decodeCursor(query.cursor);
+      const prefix = ownerPrefix(query.owner);
+      const selector: Deno.KvListSelector = after === null
+        ? { prefix }
+        : { prefix, end: [...prefix, after.createdAt, after.id] };
+      const batchSize = query.status === undefined ? query.limit + 1 : 200;
+      async function* entries(): AsyncGenerator<IndexEntry> {
+        for await (const entry of kv.list<unknown>(selector, { reverse: true, batchSize })) {
+          const [createdAt, id] = entry.key.slice(-2);
+          yield { position: { createdAt: Number(createdAt), id: String(id) }, job: Job.parse(entry.value) };
+        }
+      }
+      return await collectPage(query, entries());
+    },
+    async expiring(now, limit) {
+      const ids: string[] = [];
+      const end: Deno.KvKey = ["expiring", now.getTime()];
+      for await (const entry of kv.list({ start: ["expiring"], end }, { limit })) {
+        ids.push(String(entry.key[2]));
+      }
+      return ids;
+    },
+    async remove(id) {
+      for (;;) {
+        const entry = await kv.get<unknown>(keyOf(id));
+        if (entry.value === null) return;
+        const job = Job.parse(entry.value);
+        const op = kv.atomic().check(entry).delete(entry.key).delete(ownerKey(job)).delete(outboxKey(job));
+        const expiry = expiryKey(job);
+        if (expiry) op.delete(expiry);
+        if ((await op.commit()).ok) return;
+      }
     },
   };
 }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { applyEvent, createJob, type Job } from "@vmp3/shared";
 import { createKvJobStore } from "./kv_job_store.ts";
+import { testJobStore } from "./testing/job_store_contract.ts";
 
 const id = "6f1c2a5e-8a7b-4c1d-9e2f-0a1b2c3d4e5f";
 const job = (): Job =>
@@ -52,5 +53,25 @@ Deno.test("KV job store keeps queued jobs in the outbox until published or final
   await store.markPublished(a.id);
   await store.update(b.id, (j) => ({ ...j, status: "failed", error: { code: "internal", message: "x" } }));
   assert.deepEqual(await store.unpublished(new Date(Date.UTC(2026, 0, 2)), 10), [c.id]);
+  kv.close();
+});
+
+testJobStore("KV", async () => {
+  const kv = await Deno.openKv(":memory:");
+  return { store: createKvJobStore(kv), close: () => kv.close() };
+});
+
+Deno.test("KV job store keeps no index entry of a removed job", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const store = createKvJobStore(kv);
+  const other = { ...job(), id: crypto.randomUUID(), owner: "k2" };
+  await store.insert({ ...job(), owner: "k1", expiresAt: "2026-01-02T00:00:00.000Z" });
+  await store.insert(other);
+  await store.update(id, (j) => ({ ...j, status: "converting" }));
+  await store.remove(id);
+  const keys = [];
+  for await (const entry of kv.list({ prefix: [] })) keys.push(entry.key);
+  assert.deepEqual(keys.filter((key) => key.includes(id)), []);
+  assert.ok(keys.some((key) => key.includes(other.id)), "the other job is still there");
   kv.close();
 });

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { createServer } from "node:net";
 import { applyEvent, createJob, type Job, type JobEvent } from "@vmp3/shared";
 import { createRedisClient, createRedisJobStore } from "./redis_job_store.ts";
+import { testJobStore } from "./testing/job_store_contract.ts";
 
 function redisUrl(): string {
   const value = Deno.env.get("TEST_REDIS_URL");
@@ -208,4 +209,87 @@ Deno.test("redis: queued jobs stay in the outbox until published or final, oldes
     await store.update(b.id, (j) => ({ ...j, status: "failed", error: { code: "internal", message: "x" } }));
     assert.deepEqual(await store.unpublished(new Date(Date.UTC(2026, 0, 2)), 10), [c.id]);
   });
+});
+
+testJobStore("redis", async () => {
+  const redis = createRedisClient(redisUrl());
+  await redis.connect(); // so that the many first commands of a test do not each wait for the connection
+  const store = createRedisJobStore(redis, { prefix: `test-${crypto.randomUUID()}:` });
+  return { store, close: () => redis.disconnect() };
+});
+
+/** The keys under `prefix`, and the members of each sorted set among them. */
+async function contents(redis: ReturnType<typeof createRedisClient>, prefix: string) {
+  const keys = (await redis.keys(`${prefix}*`)).sort();
+  const sets: Record<string, string[]> = {};
+  for (const key of keys) {
+    if (await redis.type(key) === "zset") sets[key.slice(prefix.length)] = await redis.zrange(key, "0", "-1");
+  }
+  return { keys: keys.map((k) => k.slice(prefix.length)), sets };
+}
+
+Deno.test("redis: jobs are indexed in sorted sets, and remove leaves no key or member behind", async () => {
+  const redis = createRedisClient(redisUrl());
+  const prefix = `test-${crypto.randomUUID()}:`;
+  try {
+    const store = createRedisJobStore(redis, { prefix });
+    const job = { ...newJob(), owner: "k1", expiresAt: "2024-01-02T00:00:00.000Z" };
+    const other = { ...newJob(), owner: "k1" };
+    await store.insert(job);
+    await store.insert(other);
+    const created = Date.parse(job.createdAt);
+    const member = (id: string) => `${String(created).padStart(15, "0")}:${id}`;
+    assert.deepEqual((await contents(redis, prefix)).sets, {
+      "owner:k1": [member(job.id), member(other.id)].sort(),
+      outbox: [job.id, other.id].sort(),
+      expiry: [job.id],
+    });
+    await store.update(job.id, (j) => ({ ...j, status: "converting" }));
+    await store.remove(job.id);
+    assert.deepEqual(await contents(redis, prefix), {
+      keys: [`job:${other.id}`, "outbox", "owner:k1"],
+      sets: { "owner:k1": [member(other.id)], outbox: [other.id] },
+    });
+  } finally {
+    redis.disconnect();
+  }
+});
+
+Deno.test("redis: a page reads only the page's jobs, not all of the owner's", async () => {
+  const redis = createRedisClient(redisUrl());
+  const prefix = `test-${crypto.randomUUID()}:`;
+  try {
+    const store = createRedisJobStore(redis, { prefix });
+    await redis.connect();
+    await Promise.all(Array.from({ length: 300 }, () => store.insert({ ...newJob(), owner: "k1" })));
+    const fetched: string[][] = [];
+    const mget = redis.mget.bind(redis);
+    // deno-lint-ignore no-explicit-any
+    (redis as any).mget = (keys: string[]) => {
+      fetched.push(keys);
+      return mget(keys);
+    };
+    const page = await store.list({ owner: "k1", limit: 20 });
+    assert.equal(page.jobs.length, 20);
+    assert.ok(page.next);
+    assert.deepEqual(fetched.map((keys) => keys.length), [21], "one MGET of the page and one more");
+  } finally {
+    redis.disconnect();
+  }
+});
+
+Deno.test("redis: a job stored before the indexes existed is indexed by its next update", async () => {
+  const redis = createRedisClient(redisUrl());
+  const prefix = `test-${crypto.randomUUID()}:`;
+  try {
+    const store = createRedisJobStore(redis, { prefix });
+    const job = { ...newJob(), owner: "k1" };
+    await redis.connect();
+    await redis.set(`${prefix}job:${job.id}`, JSON.stringify(job)); // as an older version wrote it
+    assert.deepEqual((await store.list({ owner: "k1", limit: 10 })).jobs, []);
+    const updated = await store.update(job.id, (j) => ({ ...j, status: "converting" }));
+    assert.deepEqual((await store.list({ owner: "k1", limit: 10 })).jobs, [updated]);
+  } finally {
+    redis.disconnect();
+  }
 });

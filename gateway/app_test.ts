@@ -12,6 +12,14 @@ function metadataWith(job: PublicJob | null): MetadataClient {
     markPublished: () => Promise.reject(new Error("not used")),
     unpublished: () => Promise.reject(new Error("not used")),
     postEvent: () => Promise.resolve(),
+    listJobs: () => Promise.reject(new Error("not used")),
+    cancelJob: () => Promise.reject(new Error("not used")),
+    retryJob: () => Promise.reject(new Error("not used")),
+    deleteJob: () => Promise.reject(new Error("not used")),
+    authenticate: () => Promise.reject(new Error("not used")),
+    admit: () => Promise.reject(new Error("not used")),
+    expiring: () => Promise.reject(new Error("not used")),
+    expireJob: () => Promise.reject(new Error("not used")),
     events: () =>
       Promise.resolve(new Response("data: {}\n\n", { headers: { "content-type": "text/event-stream" } })),
   };

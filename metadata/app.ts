@@ -8,19 +8,26 @@ import {
   type Job,
   JobEvent,
   type JobStore,
+  type KeyStore,
   NewJob,
   onError,
   onNotFound,
   type OutputCache,
   publicJob,
+  type UsageStore,
 } from "@vmp3/shared";
 import { recordEvent } from "./record_event.ts";
+import { createJobControlRoutes } from "./job_control.ts";
+import { createAccessRoutes } from "./access.ts";
+import { mustGetScoped, ownerScope } from "./scope.ts";
 
 /** What the Metadata app needs. */
 export interface MetadataAppDeps {
   store: JobStore;
   /** Outputs by content, so that a job asking for an existing output is done at once. */
   cache: OutputCache;
+  /** API keys and their usage counters; without them, /auth and /owners/:id/admit are not served. */
+  access?: { keys: KeyStore; usage: UsageStore };
   /** How often an event stream looks for changes, in ms. */
   pollMs?: number;
   now?: () => Date;
@@ -70,7 +77,12 @@ export function createMetadataApp(deps: MetadataAppDeps): Hono {
     return c.json(publicJob(existing), 200);
   });
 
-  app.get("/jobs/:id", async (c) => c.json(publicJob(await mustGet(store, c.req.param("id")))));
+  app.get("/jobs/:id", async (c) => {
+    return c.json(publicJob(await mustGetScoped(store, c.req.param("id"), ownerScope(c))));
+  });
+
+  app.route("/", createJobControlRoutes({ store, cache, now }));
+  if (deps.access) app.route("/", createAccessRoutes({ ...deps.access, store, now }));
 
   // Internal, for the Upload service's reconciler: jobs recorded but whose task is not known to be published.
   app.get("/outbox", async (c) => {

@@ -6,7 +6,25 @@ import {
   isErrorCode,
   type JobEvent,
   type NewJob,
+  type RateDecision,
 } from "@vmp3/shared";
+import type { KeyInfo } from "./access.ts";
+import { OWNER_HEADER } from "./scope.ts";
+
+/**
+ * Whose jobs a call may see: `{ owner: "<key id>" }`, or `{}` for a caller without a key (where the API runs
+ * open). Internal calls pass no scope and see every job.
+ */
+export interface Scope {
+  owner?: string;
+}
+
+/** Which files of a job to remove now (see metadata/job_control.ts). */
+export interface FilesToRemove {
+  inputKey: string;
+  /** The MP3, when no other job uses it. */
+  outputKey: string | null;
+}
 
 /** A job as the Metadata API answers it (the public form). */
 export type PublicJob = Record<string, unknown> & { id: string; status: string };
@@ -15,8 +33,30 @@ export type PublicJob = Record<string, unknown> & { id: string; status: string }
 export interface MetadataClient {
   /** Records a new queued job. */
   createJob(job: NewJob): Promise<PublicJob>;
-  /** The job, or null if there is none. */
-  getJob(id: string): Promise<PublicJob | null>;
+  /** The job, or null if there is none (in `scope`). */
+  getJob(id: string, scope?: Scope): Promise<PublicJob | null>;
+  /** One page of the jobs in `scope`, newest first. */
+  listJobs(
+    scope: Scope,
+    query: { status?: string; cursor?: string; limit?: number },
+  ): Promise<{ jobs: PublicJob[]; next: string | null }>;
+  /** Cancels an unfinished job (a finished one is answered as it is). */
+  cancelJob(id: string, scope: Scope): Promise<PublicJob>;
+  /** Queues a failed job again (conflict unless it failed). */
+  retryJob(id: string, scope: Scope): Promise<PublicJob>;
+  /** Deletes a finished job's record; answers which files to remove. */
+  deleteJob(id: string, scope: Scope): Promise<FilesToRemove>;
+  /**
+   * The key a token names, with the rate decision of this request (counted now); unauthorized if the token is not
+   * a valid key.
+   */
+  authenticate(token: string): Promise<{ key: KeyInfo; rate: RateDecision }>;
+  /** Admits a new job of `owner` of `bytes` against the key's quotas (quota_exceeded if not). */
+  admit(owner: string, bytes: number): Promise<void>;
+  /** Ids of jobs whose files are due for removal. */
+  expiring(before: Date, limit: number): Promise<string[]>;
+  /** Marks a job expired; answers which files to remove. */
+  expireJob(id: string): Promise<FilesToRemove>;
   /** Where the job's MP3 is stored; null if the job is unknown or has no MP3. */
   outputKey(id: string): Promise<string | null>;
   /** Records that the job's task is published (it leaves the outbox). */
@@ -37,6 +77,17 @@ async function failure(response: Response): Promise<AppError> {
   return new AppError(known, message);
 }
 
+/** The header that scopes a call to an owner's jobs. */
+function scoped(scope: Scope | undefined): Record<string, string> {
+  return scope ? { [OWNER_HEADER]: scope.owner ?? "" } : {};
+}
+
+/** The JSON of a successful response, or its error thrown. */
+async function answer<T>(response: Response): Promise<T> {
+  if (!response.ok) throw await failure(response);
+  return await response.json();
+}
+
 /** Creates a client that sends its requests through `fetcher`. */
 export function createMetadataClient(fetcher: Fetcher): MetadataClient {
   const call = async (path: string, init?: RequestInit): Promise<Response> => {
@@ -53,14 +104,57 @@ export function createMetadataClient(fetcher: Fetcher): MetadataClient {
       if (!response.ok) throw await failure(response);
       return await response.json();
     },
-    async getJob(id) {
-      const response = await call(`/jobs/${encodeURIComponent(id)}`);
+    async getJob(id, scope) {
+      const response = await call(`/jobs/${encodeURIComponent(id)}`, { headers: scoped(scope) });
       if (response.status === 404) {
         await response.body?.cancel();
         return null;
       }
       if (!response.ok) throw await failure(response);
       return await response.json();
+    },
+    async listJobs(scope, query) {
+      const search = new URLSearchParams();
+      for (const [name, value] of Object.entries(query)) {
+        if (value !== undefined) search.set(name, String(value));
+      }
+      return await answer(await call(`/jobs?${search}`, { headers: scoped(scope) }));
+    },
+    async cancelJob(id, scope) {
+      return await answer(
+        await call(`/jobs/${encodeURIComponent(id)}/cancel`, { method: "POST", headers: scoped(scope) }),
+      );
+    },
+    async retryJob(id, scope) {
+      return await answer(
+        await call(`/jobs/${encodeURIComponent(id)}/retry`, { method: "POST", headers: scoped(scope) }),
+      );
+    },
+    async deleteJob(id, scope) {
+      return await answer(
+        await call(`/jobs/${encodeURIComponent(id)}`, { method: "DELETE", headers: scoped(scope) }),
+      );
+    },
+    async authenticate(token) {
+      return await answer(
+        await call("/auth", { method: "POST", headers: json, body: JSON.stringify({ token }) }),
+      );
+    },
+    async admit(owner, bytes) {
+      await answer(
+        await call(`/owners/${encodeURIComponent(owner)}/admit`, {
+          method: "POST",
+          headers: json,
+          body: JSON.stringify({ bytes }),
+        }),
+      );
+    },
+    async expiring(before, limit) {
+      const query = new URLSearchParams({ before: before.toISOString(), limit: String(limit) });
+      return (await answer<{ ids: string[] }>(await call(`/expiring?${query}`))).ids;
+    },
+    async expireJob(id) {
+      return await answer(await call(`/jobs/${encodeURIComponent(id)}/expire`, { method: "POST" }));
     },
     async outputKey(id) {
       const response = await call(`/jobs/${encodeURIComponent(id)}/output`);

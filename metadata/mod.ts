@@ -5,5 +5,13 @@
  */
 export { createMetadataApp, type MetadataAppDeps } from "./app.ts";
 export { type EventConsumerOptions, startEventConsumer } from "./event_consumer.ts";
-export { createMetadataClient, type MetadataClient, type PublicJob } from "./client.ts";
+export {
+  createMetadataClient,
+  type FilesToRemove,
+  type MetadataClient,
+  type PublicJob,
+  type Scope,
+} from "./client.ts";
+export { OWNER_HEADER } from "./scope.ts";
 export { startDeadTaskConsumer } from "./dead_task_consumer.ts";
+export { type KeyInfo } from "./access.ts";

@@ -3,12 +3,15 @@ import { z } from "zod";
 import type { JobEvent } from "./messages.ts";
 import { ConversionOptions } from "./options.ts";
 
-/** Where a job is in its life. Moves only forward: queued -> converting -> done | failed. */
-export const JobStatus = z.enum(["queued", "converting", "done", "failed"]);
+/**
+ * Where a job is in its life. Moves only forward: queued -> converting -> done | failed | cancelled (a client's
+ * DELETE of an unfinished job). A failed job may be retried, which starts it again as queued.
+ */
+export const JobStatus = z.enum(["queued", "converting", "done", "failed", "cancelled"]);
 /** Where a job is in its life. */
 export type JobStatus = z.infer<typeof JobStatus>;
 
-const RANK: Record<JobStatus, number> = { queued: 0, converting: 1, done: 2, failed: 2 };
+const RANK: Record<JobStatus, number> = { queued: 0, converting: 1, done: 2, failed: 2, cancelled: 2 };
 
 /** Whether a job in `status` will never change again. */
 export function isFinal(status: JobStatus): boolean {
@@ -57,6 +60,14 @@ export const Job = z.object({
    * (embedded dev mode without keys).
    */
   owner: z.string().optional(),
+  /** Where job.created/progress/done/failed are also POSTed, signed (Standard Webhooks). */
+  webhookUrl: z.url({ protocol: /^https?$/ }).optional(),
+  /** The batch the job was uploaded in, several files in one request. */
+  batchId: z.uuid().optional(),
+  /** When the job's files (its video and MP3) are removed; after that its download answers 410 expired. */
+  expiresAt: z.iso.datetime().optional(),
+  /** When the job's files were removed because it expired. */
+  expiredAt: z.iso.datetime().optional(),
   /** The options the job was asked with (absent ones take their defaults). */
   options: ConversionOptions.optional(),
   /** Conversion speed as a multiple of real time, while converting. */
@@ -69,6 +80,8 @@ export const Job = z.object({
   cached: z.boolean().optional(),
   output: JobOutput.optional(),
   error: z.object({ code: z.string(), message: z.string() }).optional(),
+  /** How many times a client retried the job after it failed. */
+  retries: z.number().int().positive().optional(),
   createdAt: z.iso.datetime(),
   updatedAt: z.iso.datetime(),
 });
@@ -76,7 +89,16 @@ export const Job = z.object({
 export type Job = z.infer<typeof Job>;
 
 /** A new job, as the Upload service asks Metadata to record it. */
-export const NewJob = Job.pick({ id: true, input: true, options: true, cacheKey: true, owner: true });
+export const NewJob = Job.pick({
+  id: true,
+  input: true,
+  options: true,
+  cacheKey: true,
+  owner: true,
+  webhookUrl: true,
+  batchId: true,
+  expiresAt: true,
+});
 /** A new job, as the Upload service asks Metadata to record it. */
 export type NewJob = z.infer<typeof NewJob>;
 
@@ -105,7 +127,14 @@ export function createJob(init: NewJob, now: Date, cached?: JobOutput): Job {
  * never changes. Returns the same object when the event changes nothing.
  */
 export function applyEvent(job: Job, event: JobEvent): Job {
-  if (event.jobId !== job.id || isFinal(job.status)) return job;
+  if (event.jobId !== job.id) return job;
+  if (event.type === "job.retried") {
+    // The one way back: a failed job starts again, as new (its output-cache key stays).
+    if (job.status !== "failed" || job.expiredAt) return job;
+    const { error: _error, ...rest } = withoutProgressDetail(job);
+    return { ...rest, status: "queued", progress: 0, retries: (job.retries ?? 0) + 1, updatedAt: event.at };
+  }
+  if (isFinal(job.status)) return job;
   const updatedAt = event.at;
   switch (event.type) {
     case "job.started":
@@ -132,6 +161,8 @@ export function applyEvent(job: Job, event: JobEvent): Job {
       return { ...withoutProgressDetail(job), status: "done", progress: 1, output: event.output, updatedAt };
     case "job.failed":
       return { ...withoutProgressDetail(job), status: "failed", error: event.error, updatedAt };
+    case "job.cancelled":
+      return { ...withoutProgressDetail(job), status: "cancelled", updatedAt };
     default: {
       const never: never = event;
       throw new Error(`Unknown job event ${JSON.stringify(never)}`);
@@ -144,11 +175,11 @@ function withoutProgressDetail(job: Job): Job {
   return rest;
 }
 
-/** The job as the public API shows it (the storage key of the output and the cache key are internal). */
+/** The job as the public API shows it (the output's storage key, the cache key and the owner are internal). */
 export function publicJob(
   job: Job,
-): Omit<Job, "output" | "cacheKey"> & { output?: Omit<JobOutput, "key"> } {
-  const { output, cacheKey: _cacheKey, ...rest } = job;
+): Omit<Job, "output" | "cacheKey" | "owner"> & { output?: Omit<JobOutput, "key"> } {
+  const { output, cacheKey: _cacheKey, owner: _owner, ...rest } = job;
   if (!output) return rest;
   const { key: _key, ...shown } = output;
   return { ...rest, output: shown };

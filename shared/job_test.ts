@@ -89,3 +89,42 @@ Deno.test("a start applied after a progress still records the duration, without 
   const job = applyEvent(applyEvent(fresh(), progress(0.3)), started);
   assert.deepEqual([job.status, job.progress, job.input.duration], ["converting", 0.3, 4]);
 });
+
+Deno.test("a cancel ends an unfinished job and nothing after it moves it; a finished job ignores a cancel", () => {
+  const cancel: JobEvent = { type: "job.cancelled", version: 1, jobId: id, at: at(4) };
+  const converting = applyEvent(applyEvent(fresh(), started), progress(0.5, 3, { speed: 2, eta: 1 }));
+  const cancelled = applyEvent(converting, cancel);
+  assert.deepEqual([cancelled.status, cancelled.speed, cancelled.eta, isFinal("cancelled")], [
+    "cancelled",
+    undefined,
+    undefined,
+    true,
+  ]);
+  for (const late of [progress(0.9, 7), done, failed]) {
+    assert.deepEqual(applyEvent(cancelled, late), cancelled);
+  }
+  const finished = applyEvent(converting, done);
+  assert.deepEqual(applyEvent(finished, cancel), finished);
+});
+
+Deno.test("a retry queues a failed job again, counted, with its error gone; anything else ignores it", () => {
+  const retry: JobEvent = { type: "job.retried", version: 1, jobId: id, at: at(9) };
+  const fail = applyEvent(applyEvent(fresh(), started), failed);
+  const again = applyEvent(fail, retry);
+  assert.deepEqual([again.status, again.progress, again.error, again.retries, again.updatedAt], [
+    "queued",
+    0,
+    undefined,
+    1,
+    at(9),
+  ]);
+  assert.equal(applyEvent(applyEvent(again, failed), retry).retries, 2);
+  for (const job of [fresh(), applyEvent(fresh(), done), { ...fail, expiredAt: at(8) }]) {
+    assert.deepEqual(applyEvent(job, retry), job);
+  }
+});
+
+Deno.test("publicJob hides the owner (an API key id)", () => {
+  const shown = publicJob({ ...fresh(), owner: "abcdefghijkl" });
+  assert.equal("owner" in shown, false);
+});

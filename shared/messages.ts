@@ -27,7 +27,7 @@ export type ConversionRequested = z.infer<typeof ConversionRequested>;
 
 const eventBase = { version: z.literal(1), jobId: z.uuid(), at: z.iso.datetime() };
 
-/** What happened to a job, as Convert reports it to Metadata. */
+/** What happened to a job: as Convert reports it to Metadata, or as a client asked (cancel, retry). */
 export const JobEvent = z.discriminatedUnion("type", [
   // duration: absent where the input does not state it (a WebM recorded as a stream).
   z.object({ type: z.literal("job.started"), ...eventBase, duration: z.number().nonnegative().optional() }),
@@ -46,6 +46,10 @@ export const JobEvent = z.discriminatedUnion("type", [
     ...eventBase,
     error: z.object({ code: z.string(), message: z.string() }),
   }),
+  // Not from Convert: a client's DELETE of an unfinished job (Metadata records it; workers hear of it by broadcast).
+  z.object({ type: z.literal("job.cancelled"), ...eventBase }),
+  // Not from Convert: a client's retry of a failed job, which is queued again.
+  z.object({ type: z.literal("job.retried"), ...eventBase }),
 ]);
 /** What happened to a job, as Convert reports it to Metadata. */
 export type JobEvent = z.infer<typeof JobEvent>;
@@ -75,3 +79,19 @@ export function jobKeys(jobId: string): { inputKey: string; outputKey: string } 
 
 /** Where a task ends after its deliveries ran out (its worker died each time): Metadata fails its job. */
 export const DEAD_TASK_QUEUE = `${TASK_QUEUE}.dead`;
+
+/** The fanout exchange cancel notices travel on, to every Convert worker (see {@linkcode JobCancel}). */
+export const CANCEL_EXCHANGE = "vmp3.cancel.v1";
+
+/**
+ * Tells every Convert worker that job `jobId` was cancelled: one converting it stops, removes what it wrote and
+ * acks the task; one that gets its task later skips it. Published only once the job is recorded as cancelled.
+ */
+export const JobCancel = z.object({
+  type: z.literal("job.cancel"),
+  version: z.literal(1),
+  jobId: z.uuid(),
+  at: z.iso.datetime(),
+});
+/** Tells every Convert worker that job `jobId` was cancelled. */
+export type JobCancel = z.infer<typeof JobCancel>;

@@ -3,6 +3,7 @@
  * The vmp3 domain: message, job, option and config schemas, error types, and the interfaces adapters implement.
  * No I/O happens here.
  */
+export * from "./api_key.ts";
 export * from "./config.ts";
 export * from "./digest.ts";
 export * from "./errors.ts";

@@ -2,7 +2,8 @@
  * The small interfaces every external system sits behind. Each has a production adapter (S3, RabbitMQ, Redis)
  * and an in-process one that the embedded mode runs on.
  */
-import type { Job, JobOutput } from "./job.ts";
+import type { ApiKey } from "./api_key.ts";
+import type { Job, JobOutput, JobStatus } from "./job.ts";
 
 /** Object storage for uploaded videos and finished MP3s. */
 export interface BlobStore {
@@ -71,6 +72,25 @@ export interface JobStore {
   markPublished(id: string): Promise<void>;
   /** Ids of up to `limit` jobs still in the outbox that were created before `before`, oldest first. */
   unpublished(before: Date, limit: number): Promise<string[]>;
+  /**
+   * One page of the jobs of `owner` (absent: the jobs that have no owner), newest first, only those in `status`
+   * if given. `cursor` is the `next` of the page before (absent: the first page); `next` is null on the last page.
+   */
+  list(query: JobQuery): Promise<{ jobs: Job[]; next: string | null }>;
+  /** Ids of up to `limit` jobs whose `expiresAt` is before `now` and that have no `expiredAt` yet, oldest first. */
+  expiring(now: Date, limit: number): Promise<string[]>;
+  /** Removes the job for good, from every index too; removing a missing job is not an error. */
+  remove(id: string): Promise<void>;
+}
+
+/** Which jobs {@linkcode JobStore.list} returns. */
+export interface JobQuery {
+  owner?: string;
+  status?: JobStatus;
+  /** The `next` of the page before. */
+  cursor?: string;
+  /** At most this many jobs (1 to 100). */
+  limit: number;
 }
 
 /**
@@ -92,5 +112,129 @@ export interface OutputCache {
   release(outputKey: string, jobId: string): Promise<boolean>;
 }
 
+/** API keys, stored by id (their secrets only as sha256). */
+export interface KeyStore {
+  /** The key, or null. */
+  get(id: string): Promise<ApiKey | null>;
+  /** Stores a new key; false (and nothing written) if one with that id exists. */
+  insert(key: ApiKey): Promise<boolean>;
+  /** Every key, by id. */
+  list(): Promise<ApiKey[]>;
+  /** Removes the key; its jobs stay (they are no one's to see until a key with the same id exists). */
+  remove(id: string): Promise<void>;
+}
+
+/** What one counted request learnt about its limit. */
+export interface RateDecision {
+  allowed: boolean;
+  /** The limit of the window. */
+  limit: number;
+  /** Requests left in the window after this one (0 when refused). */
+  remaining: number;
+  /** Seconds until the window resets (a whole number, at least 1). */
+  resetSeconds: number;
+}
+
+/**
+ * Counters shared by every instance of a service: request rates and daily byte totals per key, and the jobs a key
+ * has running. A store that cannot be reached throws (the caller answers 503, never lets everything through).
+ */
+export interface UsageStore {
+  /** Counts one request of `subject` in the current window of `windowSeconds`, allowed while under `limit`. */
+  hit(subject: string, limit: number, windowSeconds: number): Promise<RateDecision>;
+  /**
+   * Adds `bytes` to `subject`'s total for `day` (YYYY-MM-DD) if the total stays within `limit`; the new total, or
+   * null (and nothing added) when it would pass it.
+   */
+  addBytes(subject: string, day: string, bytes: number, limit: number): Promise<number | null>;
+  /**
+   * Reserves `name` for `value` for `ttlSeconds` (SET NX): the value that holds it now, which is `value` when this
+   * call reserved it. Idempotency keys use it.
+   */
+  reserve(name: string, value: string, ttlSeconds: number): Promise<string>;
+  /** Gives up a reservation, if `value` still holds it. */
+  unreserve(name: string, value: string): Promise<void>;
+}
+
 /** A way to reach another service's HTTP API: `fetch` over the network, or a Hono app's own `fetch`. */
 export type Fetcher = (request: Request) => Response | Promise<Response>;
+
+/**
+ * A fan-out of short-lived notices: every subscriber (every worker, on any machine) receives every message
+ * published while it is subscribed. Nothing is kept for later: a subscriber gets nothing published before it
+ * subscribed, nor while its connection is being rebuilt.
+ */
+export interface Broadcast<T> {
+  /** Resolves once the broker has taken the message (publisher confirm); having no subscriber is not an error. */
+  publish(message: T): Promise<void>;
+  /**
+   * Hands each message to `handler`, one at a time, in the order received; resolves once messages published from
+   * now on will reach it. A handler that throws is reported, and the next message is handed over as usual.
+   */
+  subscribe(handler: (message: T) => void | Promise<void>): Promise<Subscription>;
+}
+
+/** One entry of a job's event log: the job (its public form) as one change left it. */
+export interface JobLogEntry {
+  /** Unique in the job's log and growing: what an SSE client sends back as Last-Event-ID. */
+  id: string;
+  /** What happened, e.g. "job.created", "job.progress", "job.done". */
+  type: string;
+  /** The public job after the change. */
+  job: Record<string, unknown> & { id: string; status: string };
+}
+
+/**
+ * Every change of each job, in order, so that an SSE client that reconnects gets exactly what it missed. Bounded
+ * (the oldest entries of a long log go) and forgotten some time after the job is final.
+ */
+export interface JobEventLog {
+  /** Adds an entry to `jobId`'s log; resolves with its id. `final`: the job will not change again. */
+  append(jobId: string, entry: Omit<JobLogEntry, "id">, options?: { final?: boolean }): Promise<string>;
+  /**
+   * The entries after `afterId` (absent: from the first), oldest first, at most `limit`; when there are none yet,
+   * waits up to `blockMs` for one (0: answers at once).
+   */
+  read(
+    jobId: string,
+    afterId: string | undefined,
+    options: { blockMs: number; limit?: number },
+  ): Promise<JobLogEntry[]>;
+  /** The id of the last entry of `jobId`'s log, or null if it has none. */
+  lastId(jobId: string): Promise<string | null>;
+  /** Whether `id` is an entry still in `jobId`'s log (false for a malformed id, or one trimmed or expired). */
+  has(jobId: string, id: string): Promise<boolean>;
+}
+
+/** One stored part of a {@linkcode MultipartStore} upload. */
+export interface StoredPart {
+  /** 1 to 10000: the part's place in the object. */
+  number: number;
+  /** What the store answered for the part; completing needs it. */
+  etag: string;
+  size: number;
+}
+
+/**
+ * Objects assembled from numbered parts, sent one at a time and possibly by different processes: the storage of
+ * resumable (tus) and direct (presigned) uploads. Parts other than the last must be at least
+ * {@linkcode MultipartStore.minPartBytes}. S3 multipart uploads in production, a folder in embedded mode.
+ */
+export interface MultipartStore {
+  /** The least size of a part that is not the last, in bytes (5 MiB on S3). */
+  readonly minPartBytes: number;
+  /** Starts assembling the object `key`; returns the upload's id. */
+  create(key: string, options?: { contentType?: string }): Promise<string>;
+  /** Stores part `number` (a part sent again with the same number replaces it); returns its etag. */
+  uploadPart(key: string, uploadId: string, number: number, bytes: Uint8Array): Promise<string>;
+  /** The parts stored so far, by number. */
+  listParts(key: string, uploadId: string): Promise<StoredPart[]>;
+  /** Joins `parts` in order into the object `key`, which then appears whole; the upload is gone after. */
+  complete(key: string, uploadId: string, parts: { number: number; etag: string }[]): Promise<void>;
+  /** Drops the upload and its parts; the object never appears. */
+  abort(key: string, uploadId: string): Promise<void>;
+  /** A short-lived URL a client can PUT the whole object `key` to, or null where the store cannot make one. */
+  presignPut(key: string, expiresIn: number): Promise<string | null>;
+  /** A short-lived URL a client can PUT part `number` to, or null where the store cannot make one. */
+  presignPart(key: string, uploadId: string, number: number, expiresIn: number): Promise<string | null>;
+}
