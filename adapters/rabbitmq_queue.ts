@@ -3,7 +3,7 @@
  * Durable {@linkcode Queue}s on RabbitMQ, following the broker's reliability guide: quorum queues with a delivery
  * limit and a dead-letter queue, persistent messages published with confirms and `mandatory`, manual acks, small
  * prefetch. amqplib does not recover by itself, so one connection manager per broker reconnects with backoff and
- * rebuilds the publishing channel and every running consumer.
+ * rebuilds the publishing channel and every running consumer (and broadcast subscriber: rabbitmq_broadcast.ts).
  */
 import { Buffer } from "node:buffer";
 import {
@@ -15,7 +15,8 @@ import {
   type Message,
 } from "amqplib";
 import type { z } from "zod";
-import type { DeliveryInfo, Outcome, Queue } from "@vmp3/shared";
+import type { Broadcast, DeliveryInfo, Outcome, Queue } from "@vmp3/shared";
+import { createRabbitBroadcast } from "./rabbitmq_broadcast.ts";
 
 /** Options of {@linkcode createRabbitBroker}. */
 export interface RabbitBrokerOptions {
@@ -53,6 +54,12 @@ export interface RabbitQueueOptions {
 export interface RabbitBroker {
   /** A durable quorum queue named `name` whose messages `schema` checks on both ends. */
   queue<T>(name: string, schema: z.ZodType<T>, options?: RabbitQueueOptions): Queue<T>;
+  /**
+   * A durable fanout exchange named `name`: each subscriber has its own exclusive, auto-deleted queue bound to it
+   * (declared again whenever its channel is rebuilt), so every subscriber receives each message published while
+   * it is subscribed. Messages are transient and published with confirms; `schema` checks them on both ends.
+   */
+  broadcast<T>(name: string, schema: z.ZodType<T>): Broadcast<T>;
   /** Stops every consumer (waiting for their handlers) and closes the connection. */
   close(): Promise<void>;
 }
@@ -78,8 +85,32 @@ export function createRabbitBroker(url: string, options: RabbitBrokerOptions = {
   const broker = new Broker(url, options);
   return {
     queue: (name, schema, queueOptions) => broker.queue(name, schema, queueOptions),
+    broadcast: (name, schema) => createRabbitBroadcast(broker, name, schema),
     close: () => broker.close(),
   };
+}
+
+/** What the broker attaches to every new connection: a queue's consumer, or a broadcast's subscriber. */
+export interface Attachable {
+  /** Opens its channel on `conn` and starts consuming, unless that is done or under way. */
+  attach(conn: ChannelModel): Promise<void>;
+  /** Stops for good. */
+  close(): Promise<void>;
+}
+
+/** Where one message goes, and how (see {@linkcode Broker.publishTo}). */
+export interface PublishTarget {
+  /** Named in errors. */
+  name: string;
+  exchange: string;
+  routingKey: string;
+  /** Declares what the message goes to, on `conn` (once per connection). */
+  declare(conn: ChannelModel): Promise<void>;
+  /**
+   * A task: persistent and mandatory, refused when no queue takes it. Otherwise a notice: transient, and
+   * dropped without error when nobody listens.
+   */
+  durable: boolean;
 }
 
 interface Publisher {
@@ -88,7 +119,8 @@ interface Publisher {
   returned: Set<string>;
 }
 
-class Broker {
+/** The connection manager behind a {@linkcode RabbitBroker}; rabbitmq_broadcast.ts builds on it. */
+export class Broker {
   readonly #url: string;
   readonly #name: string;
   readonly #onError: (error: unknown, context: string) => void;
@@ -101,7 +133,7 @@ class Broker {
   #closed = false;
   #closing: Promise<void> | null = null;
   readonly #wake = new AbortController();
-  readonly consumers = new Set<Consumer<unknown>>();
+  readonly consumers = new Set<Attachable>();
   /** The queues declared on each connection (declarations are redone after a reconnect). */
   readonly #declared = new WeakMap<ChannelModel, Map<string, Promise<void>>>();
   #publisher: { conn: ChannelModel; ready: Promise<Publisher> } | null = null;
@@ -304,16 +336,28 @@ class Broker {
   }
 
   /** Publishes `body` to `name` and resolves once the broker confirms it, reconnecting as needed until the deadline. */
-  async publish(name: string, deliveryLimit: number | null, body: Buffer): Promise<void> {
+  publish(name: string, deliveryLimit: number | null, body: Buffer): Promise<void> {
+    return this.publishTo({
+      name,
+      exchange: "",
+      routingKey: name,
+      declare: (conn) => this.declare(conn, name, deliveryLimit),
+      durable: true,
+    }, body);
+  }
+
+  /** Publishes `body` to `target` and resolves once the broker confirms it, reconnecting as needed until the deadline. */
+  async publishTo(target: PublishTarget, body: Buffer): Promise<void> {
+    const { name } = target;
     const deadline = Date.now() + this.timeoutMs;
     let lastError: unknown;
     for (;;) {
       if (this.#closed) throw new Error("The RabbitMQ client is closed");
       try {
         const conn = await this.connection(deadline);
-        await this.declare(conn, name, deliveryLimit);
+        await target.declare(conn);
         const publisher = await this.#publisherFor(conn);
-        await this.#send(publisher, name, body, deadline);
+        await this.#send(publisher, target, body, deadline);
         return;
       } catch (error) {
         if (error instanceof PublishRefusedError || isPreconditionFailed(error)) throw error;
@@ -332,7 +376,12 @@ class Broker {
     }
   }
 
-  #send({ channel, returned }: Publisher, name: string, body: Buffer, deadline: number): Promise<void> {
+  #send(
+    { channel, returned }: Publisher,
+    { name, exchange, routingKey, durable }: PublishTarget,
+    body: Buffer,
+    deadline: number,
+  ): Promise<void> {
     const messageId = crypto.randomUUID();
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(
@@ -340,10 +389,10 @@ class Broker {
         Math.max(0, deadline - Date.now()),
       );
       try {
-        channel.publish("", name, body, {
-          persistent: true,
+        channel.publish(exchange, routingKey, body, {
+          persistent: durable,
           contentType: "application/json",
-          mandatory: true,
+          mandatory: durable,
           messageId,
           timestamp: Math.floor(Date.now() / 1000),
         }, (error) => {
@@ -392,7 +441,7 @@ class Broker {
           prefetch,
           strictPrefetch: options.strictPrefetch ?? false,
         });
-        this.consumers.add(consumer as Consumer<unknown>);
+        this.consumers.add(consumer);
         const deadline = Date.now() + this.timeoutMs;
         for (;;) {
           try {
@@ -601,7 +650,7 @@ class Consumer<T> {
     this.#closing ??= (async () => {
       clearTimeout(this.#retryTimer);
       this.#retryTimer = undefined;
-      this.#broker.consumers.delete(this as Consumer<unknown>);
+      this.#broker.consumers.delete(this);
       await this.#attaching?.catch(noop);
       const channel = this.#channel;
       const tag = this.#tag;

@@ -10,10 +10,12 @@
 import { Hono } from "hono";
 import {
   BROKER_TIMEOUT_SHARE,
+  CANCEL_EXCHANGE,
   ConfigError,
   ConversionRequested,
   ConvertEnv,
   EVENT_QUEUE,
+  JobCancel,
   JobEvent,
   parseEnv,
   TASK_QUEUE,
@@ -44,6 +46,8 @@ export async function run(config: ConvertEnv) {
   const worker = await startWorker(broker.queue(TASK_QUEUE, ConversionRequested, { strictPrefetch: true }), {
     blobs,
     events: broker.queue(EVENT_QUEUE, JobEvent),
+    // Every worker hears every cancel: the one converting the job stops it.
+    cancels: broker.broadcast(CANCEL_EXCHANGE, JobCancel),
     workDir: config.WORK_DIR,
     concurrency: config.CONVERT_CONCURRENCY,
     limits: limitsFromEnv(config),

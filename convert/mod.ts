@@ -8,5 +8,6 @@ export {
   limitsFromEnv,
   startWorker,
   type WorkerDeps,
+  type WorkerOptions,
 } from "./worker.ts";
 export { checkFfmpeg } from "./ffmpeg_check.ts";

@@ -2,14 +2,17 @@
  * The Convert worker: takes a conversion task, fetches the video into a private work folder, probes it, runs
  * FFmpeg, stores the MP3 under the job's deterministic key, and reports to Metadata. A task is acked only after the
  * MP3 is stored and the final event is confirmed by the broker; a redelivered task whose MP3 is stored already
- * reports that MP3 rather than making it again.
+ * reports that MP3 rather than making it again. A job cancelled while its task is in hand is stopped (FFmpeg
+ * killed), its MP3 removed, and its task acked; a task whose job was cancelled before it arrived is skipped.
  */
 import {
   AppError,
   type BlobStore,
+  type Broadcast,
   type ConversionRequested,
   type ConvertLimitsEnv,
   INPUT_ERROR_CODES,
+  type JobCancel,
   type JobEvent,
   type Outcome,
   type Queue,
@@ -89,6 +92,11 @@ export interface TaskControl {
   signal?: AbortSignal;
   /** Written by the handler while FFmpeg runs: its estimate of the seconds left. */
   eta?: number;
+  /**
+   * Set, then `signal` aborted, when the task's job was cancelled: the handler stops, removes the job's MP3 if it
+   * was stored, reports nothing (Metadata has the job as cancelled already) and resolves "ack", never "retry".
+   */
+  cancelled?: boolean;
 }
 
 /** About five minutes of tries. */
@@ -144,8 +152,31 @@ export function createTaskHandler(
     events.publish({ type: "job.failed", version: 1, jobId, at: at(), error: { code, message } });
 
   return async (task, control = {}) => {
-    const { signal } = control;
     const received = Date.now();
+    const outcome = await run(task, control, received);
+    if (!control.cancelled) return outcome;
+    // Cancelled, whatever happened meanwhile: a job.done already sent is ignored by Metadata (the job is final, as
+    // cancelled), so nothing will ever point at this job's MP3.
+    await removeOutput(task);
+    log(`job ${task.jobId}: cancelled; stopped and dropped after ${Date.now() - received} ms`);
+    return "ack";
+  };
+
+  /** Removes the MP3 of a cancelled job; a failure only leaves an unused object behind, so it is logged. */
+  async function removeOutput(task: ConversionRequested): Promise<void> {
+    try {
+      await blobs.delete(task.outputKey);
+    } catch (error) {
+      console.error(
+        `Job ${task.jobId} was cancelled, but its MP3 ${task.outputKey} could not be removed:`,
+        error,
+      );
+    }
+  }
+
+  /** Handles one task; "retry" when `control.signal` stopped it. */
+  async function run(task: ConversionRequested, control: TaskControl, received: number): Promise<Outcome> {
+    const { signal } = control;
     const deadline = received + maxHoldMs;
     const dir = `${workDir}/${task.jobId}-${crypto.randomUUID().slice(0, 8)}`;
     const steps: Steps = {};
@@ -157,8 +188,12 @@ export function createTaskHandler(
           log(`job ${task.jobId}: ${outcome} in ${Date.now() - received} ms`);
           return "ack";
         } catch (error) {
-          if (signal?.aborted) {
-            log(`job ${task.jobId}: stopped and handed back to the broker after ${Date.now() - received} ms`);
+          if (signal?.aborted || control.cancelled) {
+            if (!control.cancelled) {
+              log(
+                `job ${task.jobId}: stopped and handed back to the broker after ${Date.now() - received} ms`,
+              );
+            }
             return "retry";
           }
           const delay = retryDelaysMs[attempt];
@@ -188,8 +223,8 @@ export function createTaskHandler(
           }
           console.error(`Job ${task.jobId} failed (try ${attempt + 1}); trying again in ${delay} ms:`, error);
           await pause(delay, signal);
-          if (signal?.aborted) {
-            log(`job ${task.jobId}: handed back to the broker during a retry wait`);
+          if (signal?.aborted || control.cancelled) {
+            if (!control.cancelled) log(`job ${task.jobId}: handed back to the broker during a retry wait`);
             return "retry";
           }
         }
@@ -197,7 +232,7 @@ export function createTaskHandler(
     } finally {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
-  };
+  }
 
   /** One try at a task, from the first step not done yet; throws what went wrong. */
   async function convert(
@@ -329,6 +364,8 @@ export function createTaskHandler(
       });
       steps.stored = { size, sha256: tap.digest() };
     }
+    // The MP3 may have been stored after a cancel: stop before reporting it (the caller then removes it).
+    if (control.cancelled) throw new Error(`Job ${jobId} was cancelled`);
     const { size, sha256 } = steps.stored;
     // An MP3 from ffmpeg always states its duration (its Xing header); 0 would mean the file is empty.
     const duration = result.duration ?? 0;
@@ -373,20 +410,66 @@ export interface Worker extends Subscription {
   shutdown(graceMs: number): Promise<void>;
 }
 
+/** How long a worker remembers a cancelled job, to skip its task if that comes after the cancel: 10 minutes. */
+export const REMEMBER_CANCELS_MS = 10 * 60_000;
+/** The most cancelled jobs remembered at once; past it the oldest are forgotten first. */
+const MAX_REMEMBERED_CANCELS = 100_000;
+
 /** Seconds kept, past FFmpeg's estimate, for storing the MP3 and reporting it when deciding what can finish. */
 const FINISH_RESERVE_SECONDS = 1;
 
+/** What {@linkcode startWorker} needs besides a task handler's. */
+export interface WorkerOptions extends WorkerDeps {
+  /** How many conversions run at once (default 1). */
+  concurrency?: number;
+  /**
+   * The cancels of jobs, heard by every worker: the task in hand of a cancelled job is stopped and dropped (see
+   * {@linkcode TaskControl.cancelled}), and a task that arrives after its job's cancel is acked unopened.
+   */
+  cancels?: Broadcast<JobCancel>;
+  /** How long a cancel is remembered for a task that has not arrived yet, in ms (default 10 minutes). */
+  rememberCancelsMs?: number;
+}
+
 /** Consumes `tasks`, running at most `concurrency` conversions at once. */
-export async function startWorker(
-  tasks: Queue<ConversionRequested>,
-  deps: WorkerDeps & { concurrency?: number },
-): Promise<Worker> {
+export async function startWorker(tasks: Queue<ConversionRequested>, deps: WorkerOptions): Promise<Worker> {
   const handle = createTaskHandler(deps);
   const log = deps.log ?? (() => {});
+  const rememberMs = deps.rememberCancelsMs ?? REMEMBER_CANCELS_MS;
   const inHand = new Set<{ jobId: string; stop: AbortController; control: TaskControl }>();
+  /** Cancelled job ids and when to forget each, oldest first (a Map keeps insertion order). */
+  const cancelled = new Map<string, number>();
+  const forgetOld = () => {
+    const now = Date.now();
+    for (const [jobId, until] of cancelled) {
+      if (until > now && cancelled.size <= MAX_REMEMBERED_CANCELS) break;
+      cancelled.delete(jobId);
+    }
+  };
   let stopping = false;
+  // Heard before any task is taken, so no task can slip in between.
+  const cancelSubscription = await deps.cancels?.subscribe(({ jobId }) => {
+    cancelled.delete(jobId);
+    cancelled.set(jobId, Date.now() + rememberMs);
+    forgetOld();
+    for (const entry of inHand) {
+      if (entry.jobId !== jobId || entry.control.cancelled) continue;
+      log(`job ${jobId}: cancelled; stopping it`);
+      entry.control.cancelled = true;
+      entry.stop.abort(new Error(`Job ${jobId} was cancelled`));
+    }
+  });
   const subscription = await tasks.consume(async (task, info) => {
     log(`job ${task.jobId}: task received${info.redelivered ? " (delivered before)" : ""}`);
+    forgetOld();
+    if (cancelled.has(task.jobId)) {
+      // An earlier delivery may have stored its MP3 before its worker died: nothing will ever use it now.
+      await deps.blobs.delete(task.outputKey).catch((error) =>
+        console.error(`Job ${task.jobId} was cancelled, but its MP3 could not be removed:`, error)
+      );
+      log(`job ${task.jobId}: cancelled before it started; skipped`);
+      return "ack";
+    }
     if (stopping) {
       log(`job ${task.jobId}: shutting down; handed back unopened`);
       return "retry";
@@ -399,13 +482,17 @@ export async function startWorker(
     } finally {
       inHand.delete(entry);
     }
-  }, { prefetch: deps.concurrency ?? 1 });
+  }, { prefetch: deps.concurrency ?? 1 }).catch(async (error) => {
+    await cancelSubscription?.close();
+    throw error;
+  });
 
   let closing: Promise<void> | undefined;
   const shutdown = (graceMs: number) =>
     closing ??= (async () => {
       stopping = true;
-      const closed = subscription.close();
+      // Cancels are heard until the last task in hand is settled.
+      const closed = subscription.close().finally(() => cancelSubscription?.close());
       if (!(graceMs < Infinity)) return await closed;
       const end = Date.now() + graceMs;
       const stop = (entry: { jobId: string; stop: AbortController }, why: string) => {

@@ -1,17 +1,21 @@
 import assert from "node:assert/strict";
 import {
   type BlobStore,
-  type ConversionRequested,
+  type Broadcast,
+  ConversionRequested,
   EVENT_QUEUE,
+  JobCancel,
   JobEvent,
   jobKeys,
   type Outcome,
   type Queue,
+  TASK_QUEUE,
 } from "@vmp3/shared";
 import { createFsBlobStore } from "@vmp3/adapters/fs";
 import { createKvQueue } from "@vmp3/adapters/kv-queue";
+import { createMemoryBroadcast } from "@vmp3/adapters/memory-broadcast";
 import { makeMedia } from "./testing/media.ts";
-import { createTaskHandler, startWorker, type WorkerDeps } from "./worker.ts";
+import { createTaskHandler, startWorker, type TaskControl, type WorkerDeps } from "./worker.ts";
 
 const limits = {
   ffmpegPath: "ffmpeg",
@@ -56,6 +60,7 @@ async function setup(
   };
   return {
     root,
+    kv,
     deps,
     blobs,
     handle,
@@ -234,11 +239,19 @@ Deno.test("worker hands the task back when it cannot even report the failure", a
   await t.close();
 });
 
-Deno.test("worker fails a task whose input is gone from storage", async () => {
-  const t = await setup();
+Deno.test("worker fails a task whose input is gone from storage once, and acks it (no retry)", async () => {
+  let gets = 0;
+  const t = await setup((blobs) => ({
+    ...blobs,
+    get: (key) => {
+      gets++;
+      return blobs.get(key);
+    },
+  }), { retryDelaysMs: [5, 5, 5] });
   assert.equal(await t.handle(t.task()), "ack");
-  const [event] = await t.published();
-  assert.equal(event.type, "job.failed");
+  const events = await t.published();
+  assert.deepEqual(events.map((e) => e.type), ["job.failed"]);
+  assert.equal(gets, 1, "asked storage once: not a passing failure");
   await t.close();
 });
 
@@ -356,5 +369,186 @@ Deno.test("worker shutdown hands back at once a task that FFmpeg says will not e
   assert.equal(await tasks.outcome(), "retry");
   assert.ok(lines.some((line) => /s of FFmpeg left/.test(line)), lines.join("\n"));
   assert.ok(!(await t.published()).some((e) => e.type === "job.done" || e.type === "job.failed"));
+  await t.close();
+});
+
+/** Pids of processes whose command line contains `text` (pgrep -f). */
+async function processesWith(text: string): Promise<number[]> {
+  const pattern = text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const { stdout } = await new Deno.Command("pgrep", {
+    args: ["-f", pattern],
+    stdout: "piped",
+    stderr: "null",
+  })
+    .output();
+  return new TextDecoder().decode(stdout).split("\n").filter(Boolean).map(Number);
+}
+
+async function waitFor(what: string, probe: () => Promise<boolean> | boolean, timeoutMs = 20_000) {
+  const end = Date.now() + timeoutMs;
+  while (!(await probe())) {
+    assert.ok(Date.now() < end, `timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** A worker on a real KV task queue and an in-process cancel broadcast, on the files of `setup`. */
+async function cancellableWorker(
+  t: Awaited<ReturnType<typeof setup>>,
+  extra: { rememberCancelsMs?: number } = {},
+) {
+  const lines: string[] = [];
+  const tasks = createKvQueue(t.kv, TASK_QUEUE, ConversionRequested, { pollMs: 20 });
+  const cancels = createMemoryBroadcast(JobCancel);
+  const worker = await startWorker(tasks, { ...t.deps, cancels, log: (line) => lines.push(line), ...extra });
+  const cancel = (jobId: string) =>
+    cancels.publish({ type: "job.cancel", version: 1, jobId, at: new Date().toISOString() });
+  /** The tasks still on the queue (a task handed back stays there, to be delivered again). */
+  const queued = async () => {
+    const out: unknown[] = [];
+    for await (const entry of t.kv.list({ prefix: ["queue", TASK_QUEUE] })) out.push(entry.value);
+    return out;
+  };
+  return { worker, tasks, cancel, queued, lines };
+}
+
+Deno.test("worker stops a cancelled conversion: FFmpeg gone within 1 s, no MP3, the task acked, nothing reported", async () => {
+  const t = await setup();
+  const w = await cancellableWorker(t);
+  const task = t.task();
+  await store(t.blobs, task.inputKey, await makeMedia(t.root, "flac", { seconds: 1500 }));
+  await w.tasks.publish(task);
+  // FFmpeg converts (it has reported progress), under the job's work folder, named in its command line.
+  await waitFor("progress", async () => (await t.published()).some((e) => e.type === "job.progress"));
+  assert.ok((await processesWith(task.jobId)).length > 0, "FFmpeg runs");
+
+  const cancelled = Date.now();
+  await w.cancel(task.jobId);
+  await waitFor("FFmpeg to be gone", async () => (await processesWith(task.jobId)).length === 0, 5_000);
+  const took = Date.now() - cancelled;
+  assert.ok(took < 1_000, `FFmpeg was still running ${took} ms after the cancel`);
+
+  await waitFor("the task to be settled", async () => (await w.queued()).length === 0);
+  await w.worker.close();
+  assert.deepEqual(await w.tasks.deadLetters(), []);
+  const types = (await t.published()).map((e) => e.type);
+  assert.ok(!types.includes("job.done") && !types.includes("job.failed"), `reported ${types}`);
+  assert.equal(await t.blobs.head(task.outputKey), null, "no MP3");
+  assert.deepEqual([...Deno.readDirSync(`${t.root}/work`)], [], "the work folder is removed");
+  assert.ok(
+    w.lines.some((line) => line.includes(`job ${task.jobId}: cancelled; stopped and dropped`)),
+    w.lines.join("\n"),
+  );
+  assert.ok(!w.lines.some((line) => /handed back/.test(line)), w.lines.join("\n"));
+  await t.close();
+});
+
+Deno.test("worker skips a task whose job was cancelled before it arrived, and goes on with the next", async () => {
+  const t = await setup();
+  const w = await cancellableWorker(t);
+  const [dropped, kept] = [t.task(), t.task()];
+  const input = await makeMedia(t.root, "mp4");
+  await store(t.blobs, dropped.inputKey, input);
+  await store(t.blobs, kept.inputKey, input);
+  await w.cancel(dropped.jobId);
+  await w.tasks.publish(dropped);
+  await w.tasks.publish(kept);
+  await waitFor("the next task's MP3", async () => (await t.published()).some((e) => e.type === "job.done"));
+  await waitFor("both tasks to be settled", async () => (await w.queued()).length === 0);
+  await w.worker.close();
+  const events = await t.published();
+  assert.deepEqual(events.filter((e) => e.jobId === dropped.jobId), [], "nothing done or reported for it");
+  assert.equal(events.at(-1)?.jobId, kept.jobId);
+  assert.equal(await t.blobs.head(dropped.outputKey), null);
+  assert.ok(
+    w.lines.includes(`job ${dropped.jobId}: cancelled before it started; skipped`),
+    w.lines.join("\n"),
+  );
+  await t.close();
+});
+
+Deno.test("worker forgets a cancel after rememberCancelsMs", async () => {
+  const t = await setup();
+  const w = await cancellableWorker(t, { rememberCancelsMs: 50 });
+  const task = t.task();
+  await store(t.blobs, task.inputKey, await makeMedia(t.root, "mp4"));
+  await w.cancel(task.jobId);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  await w.tasks.publish(task);
+  await waitFor("the MP3", async () => (await t.published()).some((e) => e.type === "job.done"));
+  await w.worker.close();
+  assert.ok(await t.blobs.head(task.outputKey));
+  await t.close();
+});
+
+Deno.test("worker drops an MP3 stored just as its job was cancelled, and never reports it", async () => {
+  const control: TaskControl = {};
+  const stop = new AbortController();
+  control.signal = stop.signal;
+  const t = await setup((blobs) => ({
+    ...blobs,
+    put: async (key, body, options) => {
+      const stored = await blobs.put(key, body, options);
+      if (key.startsWith("outputs/")) {
+        // The cancel arrives while the MP3 is being stored: storing is not cut short, but then it is dropped.
+        control.cancelled = true;
+        stop.abort(new Error("cancelled"));
+      }
+      return stored;
+    },
+  }));
+  const task = t.task();
+  await store(t.blobs, task.inputKey, await makeMedia(t.root, "mp4"));
+  assert.equal(await t.handle(task, control), "ack");
+  const types = (await t.published()).map((e) => e.type);
+  assert.ok(!types.includes("job.done") && !types.includes("job.failed"), `reported ${types}`);
+  assert.equal(await t.blobs.head(task.outputKey), null);
+  await t.close();
+});
+
+Deno.test("worker acks a cancelled task waiting out a storage outage, and reports no failure", async () => {
+  const control: TaskControl = {};
+  const stop = new AbortController();
+  control.signal = stop.signal;
+  const t = await setup((blobs) => ({
+    ...blobs,
+    put: (key, body, options) =>
+      key.startsWith("outputs/")
+        ? body.cancel().then(() => Promise.reject(new Error("S3 is down")))
+        : blobs.put(key, body, options),
+  }), { retryDelaysMs: [60_000] });
+  const task = t.task();
+  await store(t.blobs, task.inputKey, await makeMedia(t.root, "mp4"));
+  const outcome = t.handle(task, control);
+  await waitFor(
+    "the first try to fail",
+    async () => (await t.published()).some((e) => e.type === "job.started"),
+  );
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const started = Date.now();
+  control.cancelled = true;
+  stop.abort(new Error("cancelled"));
+  assert.equal(await outcome, "ack");
+  assert.ok(Date.now() - started < 1_000, "the wait is cut short");
+  assert.ok(!(await t.published()).some((e) => e.type === "job.failed" || e.type === "job.done"));
+  await t.close();
+});
+
+Deno.test("worker stops hearing cancels when it is closed", async () => {
+  const t = await setup();
+  const inner = createMemoryBroadcast(JobCancel);
+  let open = 0;
+  const cancels: Broadcast<JobCancel> = {
+    publish: (message) => inner.publish(message),
+    subscribe: async (handler) => {
+      const sub = await inner.subscribe(handler);
+      open++;
+      return { close: () => sub.close().then(() => void open--) };
+    },
+  };
+  const worker = await startWorker(oneTask(t.task()).queue, { ...t.deps, cancels });
+  assert.equal(open, 1);
+  await worker.shutdown(1_000);
+  assert.equal(open, 0);
   await t.close();
 });
