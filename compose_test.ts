@@ -39,6 +39,11 @@ const INFRA = ["rabbitmq", "redis", "minio"];
 /** What @aws-sdk/client-s3 reads besides the S3_* settings (docs/ENVIRONMENT.md). */
 /** Services that may read the whole environment, and why: ioredis's `debug` dependency enumerates it. */
 const UNRESTRICTED_ENV = new Set(["metadata"]);
+/**
+ * Services that may reach any host, and why: Upload imports videos from public URLs, which Deno's flags cannot
+ * describe; adapters/public_http.ts refuses private, loopback and other non-public addresses at connect time.
+ */
+const UNRESTRICTED_NET = new Set(["upload"]);
 const DEFAULT_PORTS: Record<string, string> = {
   "http:": "80",
   "https:": "443",
@@ -168,7 +173,8 @@ function composeProblems(config: Compose, dockerfiles: Record<string, string>): 
     for (const [flag, values] of flags) {
       if (
         ALLOWED_GRANTS.has(flag) && values === undefined &&
-        !(flag === "--allow-env" && UNRESTRICTED_ENV.has(name))
+        !(flag === "--allow-env" && UNRESTRICTED_ENV.has(name)) &&
+        !(flag === "--allow-net" && UNRESTRICTED_NET.has(name))
       ) {
         say(`${flag} must list what it allows, not be bare (unrestricted)`);
       }
@@ -183,7 +189,11 @@ function composeProblems(config: Compose, dockerfiles: Record<string, string>): 
       } catch { /* parseEnv reported it */ }
     }
     const net = flags.get("--allow-net") ?? [];
-    if (!sameSet(net, expectedNet)) {
+    if (UNRESTRICTED_NET.has(name)) {
+      if (!flags.has("--allow-net") || net.length > 0) {
+        say("--allow-net must be bare: it imports from any public host");
+      }
+    } else if (!sameSet(net, expectedNet)) {
       say(
         `--allow-net=${show(net)} must be exactly its listen address and the hosts its variables name: ${
           show(expectedNet)
@@ -494,9 +504,9 @@ Deno.test("compose checks report a gateway allowed to read files, convert allowe
       /^gateway: must not share a network with redis/,
     ],
     [
-      "upload's RABBITMQ_URL names another host",
-      (c) => (c.services.upload.environment!.RABBITMQ_URL = "amqp://u:dev@rabbit:5672"),
-      /^upload: --allow-net=.* must be exactly/,
+      "convert's RABBITMQ_URL names another host",
+      (c) => (c.services.convert.environment!.RABBITMQ_URL = "amqp://u:dev@rabbit:5672"),
+      /^convert: --allow-net=.* must be exactly/,
     ],
     ["convert cannot read S3_BUCKET", (c) => {
       const command = c.services.convert.command as string[];

@@ -50,9 +50,12 @@ export function serviceArgs(service: ServiceName, env: Record<string, string | u
       ];
     }
     case "upload": {
-      const c = parseEnv(UploadEnv, env);
+      parseEnv(UploadEnv, env); // a bad configuration stops here, naming the variable
       return [
-        `--allow-net=${c.HOST}:${c.PORT},${hostOf(c.METADATA_URL)},${hostOf(c.RABBITMQ_URL)},${s3Hosts(c)}`,
+        // Unrestricted: import from URL fetches videos from any public host, on any port, and resolves their names
+        // (the system's DNS servers). Deno cannot say "public addresses only", so adapters/public_http.ts does:
+        // it refuses private, loopback, link-local and other non-public addresses at connect time.
+        "--allow-net",
         `--allow-env=${[...names(UploadEnv), ...AWS_ENV].join(",")}`,
         "--allow-sys=osRelease",
         GC_FLAG,
@@ -60,9 +63,11 @@ export function serviceArgs(service: ServiceName, env: Record<string, string | u
       ];
     }
     case "metadata": {
-      const c = parseEnv(MetadataEnv, env);
+      parseEnv(MetadataEnv, env); // a bad configuration stops here, naming the variable
       return [
-        `--allow-net=${c.HOST}:${c.PORT},${hostOf(c.REDIS_URL)},${hostOf(c.RABBITMQ_URL)},${s3Hosts(c)}`,
+        // Unrestricted: webhooks go to any URL a job or an API key names (the SSRF-guarded client of
+        // adapters/public_http.ts is to keep them off private addresses, as for imports).
+        "--allow-net",
         // ioredis's `debug` dependency enumerates the whole environment at import.
         "--allow-env",
         "--allow-sys=osRelease",

@@ -3,6 +3,8 @@
  * naming the variable. Each service's schema is built here from shared pieces, so no service copies another's.
  */
 import { z } from "zod";
+import { parseCidrList } from "./ip_ranges.ts";
+import { webhookSecretKey } from "./webhook_signature.ts";
 
 const url = (protocols: string[]) =>
   z.string().refine((value) => {
@@ -45,11 +47,22 @@ const listen = (fallbackPort: number) => ({
   PORT: port(fallbackPort),
 });
 
+/** Who may call the public API, and its download links. */
+export const AccessEnv = z.object({
+  /** "required": every call needs an API key (Authorization: Bearer); "open": a call without one is let in. */
+  AUTH: z.enum(["required", "open"]).default("required"),
+  /** Signs download links (32+ characters); unset, a random one is made at start (links die with the process). */
+  DOWNLOAD_LINK_SECRET: z.string().min(32).optional(),
+  /** How long a download link works, in seconds. */
+  DOWNLOAD_LINK_SECONDS: z.coerce.number().int().min(1).max(7 * 86_400).default(900),
+});
+
 /** The Gateway: the one public API. */
 export const GatewayEnv = z.object({
   ...listen(8080),
   UPLOAD_URL: url(["http:", "https:"]),
   METADATA_URL: url(["http:", "https:"]),
+  ...AccessEnv.shape,
 });
 /** The Gateway: the one public API. */
 export type GatewayEnv = z.infer<typeof GatewayEnv>;
@@ -63,6 +76,35 @@ export const UploadLimitsEnv = z.object({
   UPLOAD_STALL_MIN_BYTES: bytes(16 * 1024),
 });
 
+/** Import from URL (upload/url_import.ts): what the fetching client may reach, and its time limits. */
+export const ImportEnv = z.object({
+  /**
+   * Ranges imports may reach although they are not public, as comma-separated CIDRs ("10.20.0.0/16,fd00::/8"):
+   * for tests and private deployments. Empty (the default): public addresses only.
+   */
+  IMPORT_ALLOW_CIDRS: z.string().default("").transform((text, ctx) => {
+    try {
+      return parseCidrList(text);
+    } catch (error) {
+      ctx.addIssue({
+        code: "custom",
+        message: `must be CIDR ranges separated by commas: ${(error as Error).message}`,
+      });
+      return z.NEVER;
+    }
+  }),
+  /** The most one import may take, download included, in seconds. */
+  IMPORT_TIMEOUT_SECONDS: z.coerce.number().positive().default(600),
+  /** Resolving, connecting to and TLS with the remote host, in seconds. */
+  IMPORT_CONNECT_TIMEOUT_SECONDS: z.coerce.number().positive().default(10),
+  /** From the request sent to the first byte of the answer, in seconds. */
+  IMPORT_FIRST_BYTE_SECONDS: z.coerce.number().positive().default(30),
+  /** The longest the remote host may send nothing, mid-download, in seconds. */
+  IMPORT_STALL_SECONDS: z.coerce.number().positive().default(30),
+});
+/** Import from URL settings. */
+export type ImportEnv = z.infer<typeof ImportEnv>;
+
 /** The reconciler, which publishes the task of a job recorded but never published (see upload/reconciler.ts). */
 export const ReconcileEnv = z.object({
   /** Seconds between two passes. */
@@ -72,11 +114,21 @@ export const ReconcileEnv = z.object({
 });
 
 /** The Upload service: stores videos and publishes tasks. */
+/** How long a job's files are kept. */
+export const RetentionEnv = z.object({
+  /** A job's video and MP3 are removed this long after it was created (then its download answers 410). */
+  FILES_TTL_SECONDS: z.coerce.number().int().min(1).default(7 * 86_400),
+  /** How often the sweeper looks for expired jobs, in seconds. */
+  SWEEP_SECONDS: z.coerce.number().positive().default(60),
+});
+
 export const UploadEnv = z.object({
   ...listen(8081),
   METADATA_URL: url(["http:", "https:"]),
   RABBITMQ_URL: url(["amqp:", "amqps:"]),
   ...UploadLimitsEnv.shape,
+  ...RetentionEnv.shape,
+  ...ImportEnv.shape,
   ...ReconcileEnv.shape,
   ...S3Env.shape,
   /**
@@ -88,6 +140,21 @@ export const UploadEnv = z.object({
 /** The Upload service: stores videos and publishes tasks. */
 export type UploadEnv = z.infer<typeof UploadEnv>;
 
+/** Webhooks (metadata/webhook_delivery.ts): how they are signed, and when a failed one is tried again. */
+export const WebhookEnv = z.object({
+  /**
+   * The deployment's signing secret, `whsec_` and base64 (at least 16 bytes), as Standard Webhooks receivers take
+   * it. Unset: one is made at each start (signatures then stop verifying after a restart).
+   */
+  WEBHOOK_SECRET: z.string().refine((value) => webhookSecretKey(value) !== null, {
+    message: "must be whsec_ followed by at least 16 bytes in base64",
+  }).optional(),
+  /** Waits before the 2nd, 3rd... attempts of a webhook, in seconds; after the last, the delivery fails. */
+  WEBHOOK_RETRY_DELAYS_SECONDS: z.lazy(() => secondsList("5,30,120,600,3600")),
+});
+/** Webhook settings. */
+export type WebhookEnv = z.infer<typeof WebhookEnv>;
+
 /** The Metadata service: the one writer of job state. */
 export const MetadataEnv = z.object({
   ...listen(8082),
@@ -95,6 +162,7 @@ export const MetadataEnv = z.object({
   RABBITMQ_URL: url(["amqp:", "amqps:"]),
   // The durable record of each job is kept in the bucket beside its files (jobs/{id}.json).
   ...S3Env.shape,
+  ...WebhookEnv.shape,
 });
 /** The Metadata service: the one writer of job state. */
 export type MetadataEnv = z.infer<typeof MetadataEnv>;
@@ -206,9 +274,15 @@ export const EmbeddedEnv = z.object({
   ...listen(8080),
   /** Where the embedded store keeps jobs, queues and files. */
   DATA_DIR: z.string().min(1).default(".data"),
+  ...AccessEnv.shape,
+  /** The embedded mode runs open unless told otherwise (it says so at start). */
+  AUTH: z.enum(["required", "open"]).default("open"),
+  ...RetentionEnv.shape,
   ...UploadLimitsEnv.shape,
+  ...ImportEnv.shape,
   ...ReconcileEnv.shape,
   ...ConvertLimitsEnv.shape,
+  ...WebhookEnv.shape,
 });
 /** The embedded mode: all four services in one process, on local adapters. */
 export type EmbeddedEnv = z.infer<typeof EmbeddedEnv>;

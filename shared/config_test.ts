@@ -4,6 +4,7 @@ import {
   consumerTimeoutProblem,
   ConvertEnv,
   GatewayEnv,
+  ImportEnv,
   parseEnv,
   UploadEnv,
 } from "./config.ts";
@@ -19,8 +20,18 @@ Deno.test("parseEnv applies defaults and reads only the variables the schema nam
     PORT: 8080,
     UPLOAD_URL: "http://upload:8081",
     METADATA_URL: "http://metadata:8082",
+    AUTH: "required",
+    DOWNLOAD_LINK_SECONDS: 900,
   });
-  assert.deepEqual(read.sort(), ["HOST", "METADATA_URL", "PORT", "UPLOAD_URL"]);
+  assert.deepEqual(read.sort(), [
+    "AUTH",
+    "DOWNLOAD_LINK_SECONDS",
+    "DOWNLOAD_LINK_SECRET",
+    "HOST",
+    "METADATA_URL",
+    "PORT",
+    "UPLOAD_URL",
+  ]);
 });
 
 Deno.test("parseEnv fails fast naming every missing or bad variable", () => {
@@ -127,5 +138,16 @@ Deno.test("Convert refuses limits that do not fit the broker's consumer timeout,
   assert.throws(
     () => parseEnv(ConvertEnv, { ...base, CONVERT_RETRY_DELAYS_SECONDS: "1,,2" }),
     /"CONVERT_RETRY_DELAYS_SECONDS" must be seconds separated by commas/,
+  );
+});
+
+Deno.test("IMPORT_ALLOW_CIDRS is parsed into ranges, and a bad one stops the service naming it", () => {
+  const config = parseEnv(ImportEnv, { IMPORT_ALLOW_CIDRS: "127.0.0.1/32, fd00::/8" });
+  assert.deepEqual(config.IMPORT_ALLOW_CIDRS.map((range) => range.text), ["127.0.0.1/32", "fd00::/8"]);
+  assert.equal(config.IMPORT_TIMEOUT_SECONDS, 600);
+  assert.deepEqual(parseEnv(ImportEnv, {}).IMPORT_ALLOW_CIDRS, []);
+  assert.throws(
+    () => parseEnv(ImportEnv, { IMPORT_ALLOW_CIDRS: "10.0.0.0/33" }),
+    (e) => e instanceof ConfigError && /"IMPORT_ALLOW_CIDRS" must be CIDR ranges/.test(e.message),
   );
 });

@@ -12,3 +12,5 @@ export * from "./messages.ts";
 export * from "./options.ts";
 export * from "./ports.ts";
 export * from "./http.ts";
+export * from "./ip_ranges.ts";
+export * from "./webhook_signature.ts";
