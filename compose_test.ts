@@ -40,10 +40,11 @@ const INFRA = ["rabbitmq", "redis", "minio"];
 /** Services that may read the whole environment, and why: ioredis's `debug` dependency enumerates it. */
 const UNRESTRICTED_ENV = new Set(["metadata"]);
 /**
- * Services that may reach any host, and why: Upload imports videos from public URLs, which Deno's flags cannot
- * describe; adapters/public_http.ts refuses private, loopback and other non-public addresses at connect time.
+ * Services that may reach any host, and why: Upload imports videos from public URLs and Metadata delivers webhooks
+ * to them, which Deno's flags cannot describe; adapters/public_http.ts refuses private, loopback and other
+ * non-public addresses at connect time.
  */
-const UNRESTRICTED_NET = new Set(["upload"]);
+const UNRESTRICTED_NET = new Set(["upload", "metadata"]);
 const DEFAULT_PORTS: Record<string, string> = {
   "http:": "80",
   "https:": "443",

@@ -16,6 +16,7 @@ import {
   addressRefusal,
   AppError,
   type Cidr,
+  type Fetcher,
   formatIp,
   type ImportEnv,
   type IpAddress,
@@ -587,4 +588,27 @@ class Wire {
     }
     return result;
   }
+}
+
+/**
+ * `http` as a {@linkcode Fetcher}, for code written against fetch (webhook delivery): the request's method,
+ * headers and body go out through the public-address checks; redirects are not followed (a webhook answering one
+ * has not taken the delivery). A refused address answers as an AppError thrown, like a network failure.
+ */
+export function publicFetcher(http: PublicHttp): Fetcher {
+  return async (request) => {
+    const body = request.body ? new Uint8Array(await request.arrayBuffer()) : undefined;
+    const response = await http.request(request.url, {
+      method: request.method,
+      headers: request.headers,
+      body,
+      signal: request.signal,
+      redirect: "manual",
+    });
+    return new Response(response.body, {
+      status: response.status,
+      statusText: response.statusText,
+      headers: response.headers,
+    });
+  };
 }

@@ -1,6 +1,4 @@
 /** Serving a service's app until SIGINT/SIGTERM, then draining: the same for every real-mode main.ts. */
-import type { Hono } from "hono";
-
 /** A listening service. */
 export interface Served {
   url: string;
@@ -10,7 +8,7 @@ export interface Served {
 
 /** Serves `app` on HOST:PORT until a signal, then stops listening and runs `cleanup` (finish work in hand). */
 export function serveUntilSignal(
-  app: Hono,
+  app: { fetch(request: Request): Response | Promise<Response> },
   listen: { HOST: string; PORT: number },
   cleanup: () => Promise<void>,
 ): Served {

@@ -484,7 +484,8 @@ Deno.test("embedded: malformed forms, wrong types and huge headers answer 4xx wi
         "invalid_request",
       ],
       ["text/plain", () => form("abc", "text/plain"), 415, "unsupported_media_type"],
-      ["application/json", () => form("{}", "application/json"), 415, "unsupported_media_type"],
+      // JSON asks for a URL import: one without a "url" is a bad request.
+      ["application/json", () => form("{}", "application/json"), 400, "invalid_request"],
     ];
     for (const [label, send, status, code] of cases) {
       await assertError(await send(), status, code).catch((e) => {

@@ -109,6 +109,8 @@ export async function startProduct(workers = 1, extraEnv: Record<string, string>
     S3_CHECKSUM: "when_required",
     UPLOAD_URL: `http://127.0.0.1:${ports.upload}`,
     METADATA_URL: `http://127.0.0.1:${ports.metadata}`,
+    // Most tests are about conversions, not keys: the API runs open unless a test asks for AUTH=required.
+    AUTH: "open",
     ...extraEnv,
   };
   const services: Service[] = [];

@@ -4,7 +4,10 @@
  */
 import { Hono } from "hono";
 import { AppError, errorResponse, type Fetcher, onError, onNotFound, statusOf } from "@vmp3/shared";
-import type { MetadataClient, PublicJob } from "@vmp3/metadata";
+import { type MetadataClient, OWNER_HEADER, type PublicJob, type Scope } from "@vmp3/metadata";
+import { authenticate, type AuthMode, type AuthVariables } from "./auth.ts";
+import type { DownloadLinks } from "./download_link.ts";
+import { mountOpenApi } from "./openapi.ts";
 
 /** What the Gateway app needs. */
 export interface GatewayAppDeps {
@@ -18,6 +21,10 @@ export interface GatewayAppDeps {
   pollMs?: number;
   /** How long POST /v1/convert waits for a job, in ms. */
   convertTimeoutMs?: number;
+  /** "required": every call needs an API key; "open" (the default, for embedded dev): a call without one is let in. */
+  auth?: AuthMode;
+  /** Signs the short-lived download links shown on done jobs; without it, jobs carry no download link. */
+  links?: DownloadLinks;
 }
 
 const gc = (globalThis as { gc?: (options: { type: "minor" }) => void }).gc;
@@ -37,12 +44,28 @@ function collectingGarbage(): TransformStream<Uint8Array, Uint8Array> {
   });
 }
 
-const FORWARDED_HEADERS = ["content-type", "content-length", "content-disposition"];
+const FORWARDED_HEADERS = ["content-type", "content-length", "content-disposition", "idempotency-key"];
+
+/** The tus headers a resumable upload's requests and answers carry through the Gateway. */
+const TUS_HEADERS = [
+  "tus-resumable",
+  "upload-length",
+  "upload-offset",
+  "upload-metadata",
+  "upload-defer-length",
+  "upload-concat",
+  "upload-expires",
+  "content-type",
+  "content-length",
+  "x-http-method-override",
+];
+
+type Env = { Variables: AuthVariables };
 
 /** Creates the Gateway HTTP app. */
-export function createGatewayApp(deps: GatewayAppDeps): Hono {
-  const { upload, metadata, pollMs = 25, convertTimeoutMs = 30 * 60_000 } = deps;
-  const app = new Hono();
+export function createGatewayApp(deps: GatewayAppDeps): Hono<Env> {
+  const { upload, metadata, pollMs = 25, convertTimeoutMs = 30 * 60_000, auth = "open", links } = deps;
+  const app = new Hono<Env>();
   app.onError(onError);
   app.notFound(onNotFound);
 
@@ -54,9 +77,30 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono {
     }
   };
 
+  /** A signed download link lets its holder fetch that one MP3 without an API key. */
+  const signedDownload = async (request: Request): Promise<boolean> => {
+    if (!links) return false;
+    const url = new URL(request.url);
+    const match = /^\/v1\/jobs\/([^/]+)\/download$/.exec(url.pathname);
+    if (!match || request.method !== "GET") return false;
+    return await links.verify(
+      decodeURIComponent(match[1]),
+      url.searchParams.get("expires") ?? undefined,
+      url.searchParams.get("sig") ?? undefined,
+    );
+  };
+  app.use("/v1/*", authenticate(metadata, auth, signedDownload));
+
+  /** The job as the API shows it, with where to find it, follow it and (once done) download it. */
+  const withLinks = async (job: PublicJob): Promise<PublicJob> => {
+    const self = `/v1/jobs/${job.id}`;
+    const download = job.status === "done" && !job.expiredAt && links ? await links.sign(job.id) : undefined;
+    return { ...job, links: { self, events: `${self}/events`, ...(download ? { download } : {}) } };
+  };
+
   /** Streams the request body to the Upload service as it arrives. */
-  const submit = (request: Request): Promise<Response> => {
-    const headers = new Headers();
+  const submit = (request: Request, scope: Scope, path = "/uploads"): Promise<Response> => {
+    const headers = new Headers({ [OWNER_HEADER]: scope.owner ?? "" });
     for (const name of FORWARDED_HEADERS) {
       const value = request.headers.get(name);
       if (value !== null) headers.set(name, value);
@@ -69,7 +113,7 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono {
       headers.set("x-content-length", declared);
     }
     const search = new URL(request.url).search;
-    return callUpload(`/uploads${search}`, {
+    return callUpload(`${path}${search}`, {
       method: "POST",
       headers,
       body: request.body?.pipeThrough(collectingGarbage()),
@@ -79,10 +123,39 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono {
     });
   };
 
-  const mustGetJob = async (id: string): Promise<PublicJob> => {
-    const job = await metadata.getJob(id);
+  const mustGetJob = async (id: string, scope?: Scope): Promise<PublicJob> => {
+    const job = await metadata.getJob(id, scope);
     if (!job) throw new AppError("not_found", `There is no job ${JSON.stringify(id)}`);
     return job;
+  };
+
+  /** Relays a request to the Upload service as it is (method, path, query, the given headers, streamed body). */
+  const relay = (request: Request, scope: Scope, names: string[]): Promise<Response> => {
+    const headers = new Headers({ [OWNER_HEADER]: scope.owner ?? "" });
+    for (const name of names) {
+      const value = request.headers.get(name);
+      if (value !== null) headers.set(name, value);
+    }
+    const url = new URL(request.url);
+    const hasBody = request.body !== null && request.method !== "GET" && request.method !== "HEAD";
+    return callUpload(`${url.pathname}${url.search}`, {
+      method: request.method,
+      headers,
+      body: hasBody ? request.body!.pipeThrough(collectingGarbage()) : undefined,
+      signal: request.signal,
+      // @ts-ignore: `duplex` is required to stream a request body, and not yet in every RequestInit type
+      duplex: hasBody ? "half" : undefined,
+    });
+  };
+
+  /** A 202 job answer of the Upload service, with its location and links. */
+  const accepted = async (response: Response): Promise<Response> => {
+    if (response.status !== 202 && response.status !== 200) return response;
+    const job: PublicJob = await response.json();
+    const headers = new Headers({ location: `/v1/jobs/${job.id}` });
+    const replayed = response.headers.get("idempotent-replayed");
+    if (replayed) headers.set("idempotent-replayed", replayed);
+    return Response.json(await withLinks(job), { status: response.status, headers });
   };
 
   const download = (job: PublicJob, mode: "redirect" | "stream"): Promise<Response> => {
@@ -92,16 +165,28 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono {
   };
 
   app.get("/healthz", (c) => c.json({ ok: true }));
+  mountOpenApi(app);
 
   app.post("/v1/jobs", async (c) => {
-    const response = await submit(c.req.raw);
-    if (response.status !== 202) return response;
-    const job: PublicJob = await response.json();
-    return c.json(job, 202, { location: `/v1/jobs/${job.id}` });
+    // A JSON body asks to import a video from a URL; anything else is the video (a form or the raw bytes).
+    const type = c.req.header("content-type") ?? "";
+    const path = /^application\/json\b/i.test(type) ? "/imports" : "/uploads";
+    return await accepted(await submit(c.req.raw, c.var.scope, path));
+  });
+
+  app.get("/v1/jobs", async (c) => {
+    const limit = c.req.query("limit");
+    const page = await metadata.listJobs(c.var.scope, {
+      status: c.req.query("status"),
+      cursor: c.req.query("cursor"),
+      limit: limit === undefined ? undefined : Number(limit),
+    });
+    return c.json({ jobs: await Promise.all(page.jobs.map(withLinks)), next: page.next });
   });
 
   app.post("/v1/convert", async (c) => {
-    const response = await submit(c.req.raw);
+    const scope = c.var.scope;
+    const response = await submit(c.req.raw, scope);
     if (response.status !== 202) return response;
     let job: PublicJob = await response.json();
     const deadline = Date.now() + convertTimeoutMs;
@@ -116,7 +201,7 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono {
       }
       await new Promise((resolve) => setTimeout(resolve, wait));
       wait = Math.min(wait * 1.5, 1000);
-      job = await mustGetJob(job.id);
+      job = await mustGetJob(job.id, scope);
     }
     if (job.status === "failed") {
       const error = job.error as { code: string; message: string };
@@ -128,11 +213,37 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono {
     return new Response(file.body, { status: file.status, headers });
   });
 
-  app.get("/v1/jobs/:id", async (c) => c.json(await mustGetJob(c.req.param("id"))));
+  app.get(
+    "/v1/jobs/:id",
+    async (c) => c.json(await withLinks(await mustGetJob(c.req.param("id"), c.var.scope))),
+  );
+
+  // Cancels an unfinished job, or deletes a finished one with its files: the Upload service does both.
+  app.delete("/v1/jobs/:id", async (c) => {
+    const response = await callUpload(`/jobs/${encodeURIComponent(c.req.param("id"))}`, {
+      method: "DELETE",
+      headers: { [OWNER_HEADER]: c.var.scope.owner ?? "" },
+    });
+    return response.status === 204 ? c.body(null, 204) : response;
+  });
+
+  app.post("/v1/jobs/:id/retry", async (c) => {
+    const response = await callUpload(`/jobs/${encodeURIComponent(c.req.param("id"))}/retry`, {
+      method: "POST",
+      headers: { [OWNER_HEADER]: c.var.scope.owner ?? "" },
+    });
+    return await accepted(response);
+  });
+
+  // Resumable (tus) and direct-to-S3 uploads are the Upload service's, under the same paths.
+  app.on(["POST", "OPTIONS"], "/v1/uploads", (c) => relay(c.req.raw, c.var.scope, TUS_HEADERS));
+  app.all("/v1/uploads/*", (c) => relay(c.req.raw, c.var.scope, TUS_HEADERS));
 
   app.get("/v1/jobs/:id/events", async (c) => {
-    await mustGetJob(c.req.param("id"));
-    const response = await metadata.events(c.req.param("id"), c.req.raw.signal);
+    await mustGetJob(c.req.param("id"), c.var.scope);
+    // A client resuming (EventSource sends Last-Event-ID; others may use ?lastEventId=) gets what it missed.
+    const lastEventId = c.req.header("last-event-id") ?? c.req.query("lastEventId");
+    const response = await metadata.events(c.req.param("id"), c.req.raw.signal, { lastEventId });
     return new Response(response.body, {
       status: response.status,
       headers: {
@@ -143,7 +254,12 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono {
   });
 
   app.get("/v1/jobs/:id/download", async (c) => {
-    const job = await mustGetJob(c.req.param("id"));
+    // A valid signed link is its own permission (its job only); otherwise the caller's key decides.
+    const job = await mustGetJob(
+      c.req.param("id"),
+      (await signedDownload(c.req.raw)) ? undefined : c.var.scope,
+    );
+    if (job.expiredAt) throw new AppError("expired", `Job ${job.id} expired; its MP3 was removed`);
     if (job.status === "failed") {
       throw new AppError("not_ready", `Job ${job.id} failed and has no MP3; see its error`);
     }

@@ -20,6 +20,8 @@ function metadataWith(job: PublicJob | null): MetadataClient {
     admit: () => Promise.reject(new Error("not used")),
     expiring: () => Promise.reject(new Error("not used")),
     expireJob: () => Promise.reject(new Error("not used")),
+    reserve: () => Promise.reject(new Error("not used")),
+    unreserve: () => Promise.reject(new Error("not used")),
     events: () =>
       Promise.resolve(new Response("data: {}\n\n", { headers: { "content-type": "text/event-stream" } })),
   };

@@ -8,12 +8,20 @@ import { httpFetcher } from "@vmp3/adapters/http";
 import { serveUntilSignal } from "@vmp3/adapters/serve";
 import { createMetadataClient } from "@vmp3/metadata";
 import { createGatewayApp } from "./app.ts";
+import { createDownloadLinks, downloadLinkSecret } from "./download_link.ts";
 
 /** Starts the Gateway with `config`; resolves once it listens. */
 export function run(config: GatewayEnv) {
+  if (config.AUTH === "open") {
+    console.error(
+      "WARNING: AUTH=open: calls without an API key are let in (as nobody's, seeing nobody's jobs)",
+    );
+  }
   const app = createGatewayApp({
     upload: httpFetcher(config.UPLOAD_URL),
     metadata: createMetadataClient(httpFetcher(config.METADATA_URL)),
+    auth: config.AUTH,
+    links: createDownloadLinks(downloadLinkSecret(config.DOWNLOAD_LINK_SECRET), config.DOWNLOAD_LINK_SECONDS),
   });
   return serveUntilSignal(app, config, () => Promise.resolve());
 }

@@ -28,6 +28,11 @@ export interface AccessDeps {
 export type KeyInfo = Pick<ApiKey, "id" | "name" | "limits">;
 
 const AdmitBody = z.object({ bytes: z.number().int().nonnegative() });
+const Reservation = z.object({
+  name: z.string().min(1).max(1000),
+  value: z.string().min(1).max(200),
+  ttlSeconds: z.number().int().min(1).max(30 * 86_400).optional(),
+});
 
 /** Jobs of `owner` still running, counted up to `limit` (a job past the limit does not change the answer). */
 async function activeJobs(store: JobStore, owner: string, limit: number): Promise<number> {
@@ -91,6 +96,21 @@ export function createAccessRoutes(deps: AccessDeps): Hono {
       );
     }
     return c.json({ bytesToday: total });
+  });
+
+  // Idempotency keys: the first request to reserve a name holds it (for its job id) until the reservation ends.
+  app.post("/reservations", async (c) => {
+    const parsed = Reservation.safeParse(await c.req.json().catch(() => null));
+    if (!parsed.success) throw new AppError("invalid_request", "Give name, value and ttlSeconds");
+    const { name, value, ttlSeconds } = parsed.data;
+    return c.json({ holder: await storeCall(usage.reserve(name, value, ttlSeconds ?? 86_400)) });
+  });
+
+  app.post("/reservations/release", async (c) => {
+    const parsed = Reservation.safeParse(await c.req.json().catch(() => null));
+    if (!parsed.success) throw new AppError("invalid_request", "Give name and value");
+    await storeCall(usage.unreserve(parsed.data.name, parsed.data.value));
+    return c.body(null, 204);
   });
 
   return app;

@@ -4,9 +4,9 @@ import { streamSSE } from "hono/streaming";
 import {
   AppError,
   createJob,
-  isFinal,
   type Job,
   JobEvent,
+  type JobEventLog,
   type JobStore,
   type KeyStore,
   NewJob,
@@ -16,7 +16,9 @@ import {
   publicJob,
   type UsageStore,
 } from "@vmp3/shared";
-import { recordEvent } from "./record_event.ts";
+import { recordChange, recordEvent } from "./record_event.ts";
+import { streamJobEvents } from "./job_event_stream.ts";
+import type { WebhookPublisher } from "./webhook_delivery.ts";
 import { createJobControlRoutes } from "./job_control.ts";
 import { createAccessRoutes } from "./access.ts";
 import { mustGetScoped, ownerScope } from "./scope.ts";
@@ -28,8 +30,12 @@ export interface MetadataAppDeps {
   cache: OutputCache;
   /** API keys and their usage counters; without them, /auth and /owners/:id/admit are not served. */
   access?: { keys: KeyStore; usage: UsageStore };
-  /** How often an event stream looks for changes, in ms. */
-  pollMs?: number;
+  /** Every change of each job, in order: what the SSE route streams (see job_event_stream.ts). */
+  log: JobEventLog;
+  /** Queues the webhooks of each change (see webhook_delivery.ts); absent: no webhooks. */
+  webhooks?: WebhookPublisher;
+  /** How long an event stream waits for a change before a keep-alive comment, in ms (default 15 000). */
+  keepAliveMs?: number;
   now?: () => Date;
 }
 
@@ -50,7 +56,7 @@ async function mustGet(store: JobStore, id: string): Promise<Job> {
 
 /** Creates the Metadata HTTP app over `store`. */
 export function createMetadataApp(deps: MetadataAppDeps): Hono {
-  const { store, cache, pollMs = 250, now = () => new Date() } = deps;
+  const { store, cache, log, webhooks, keepAliveMs = 15_000, now = () => new Date() } = deps;
   const app = new Hono();
   app.onError(onError);
   app.notFound(onNotFound);
@@ -69,7 +75,10 @@ export function createMetadataApp(deps: MetadataAppDeps): Hono {
       if (cached) await cache.release(cached.key, job.id).catch(() => {}); // this job will not use it after all
       throw error;
     });
-    if (inserted) return c.json(publicJob(job), 201);
+    if (inserted) {
+      await recordChange({ log, webhooks }, null, job);
+      return c.json(publicJob(job), 201);
+    }
     // A repeated request: the job exists. Its claim on the cached MP3 is the same user (the same id); only a job
     // that does not use that MP3 lets go of it.
     const existing = await mustGet(store, job.id);
@@ -81,7 +90,7 @@ export function createMetadataApp(deps: MetadataAppDeps): Hono {
     return c.json(publicJob(await mustGetScoped(store, c.req.param("id"), ownerScope(c))));
   });
 
-  app.route("/", createJobControlRoutes({ store, cache, now }));
+  app.route("/", createJobControlRoutes({ store, cache, log, webhooks, now }));
   if (deps.access) app.route("/", createAccessRoutes({ ...deps.access, store, now }));
 
   // Internal, for the Upload service's reconciler: jobs recorded but whose task is not known to be published.
@@ -113,32 +122,17 @@ export function createMetadataApp(deps: MetadataAppDeps): Hono {
     if (!parsed.success || parsed.data.jobId !== c.req.param("id")) {
       throw new AppError("invalid_request", "The body is not a job event for this job");
     }
-    const job = await guard(recordEvent({ store, cache }, parsed.data));
+    const job = await guard(recordEvent({ store, cache, log, webhooks }, parsed.data));
     if (!job) throw new AppError("not_found", `There is no job ${JSON.stringify(parsed.data.jobId)}`);
     return c.json(publicJob(job));
   });
 
+  // Server-Sent Events of the job's changes; Last-Event-ID (or ?lastEventId=) resumes after that entry.
   app.get("/jobs/:id/events", async (c) => {
     const id = c.req.param("id");
-    let job = await mustGet(store, id);
-    return streamSSE(c, async (stream) => {
-      let sent = "";
-      let idle = 0;
-      while (!stream.aborted) {
-        const data = JSON.stringify(publicJob(job));
-        if (data !== sent) {
-          await stream.writeSSE({ event: "job", data });
-          sent = data;
-          idle = 0;
-          if (isFinal(job.status)) break;
-        } else if (++idle * pollMs >= 15_000) {
-          await stream.write(": keep-alive\n\n");
-          idle = 0;
-        }
-        await stream.sleep(pollMs);
-        job = (await store.get(id).catch(() => job)) ?? job;
-      }
-    });
+    await mustGetScoped(store, id, ownerScope(c));
+    const lastEventId = c.req.header("last-event-id") ?? c.req.query("lastEventId");
+    return streamSSE(c, (stream) => streamJobEvents(stream, { store, log, keepAliveMs }, id, lastEventId));
   });
 
   return app;

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createKvJobStore } from "@vmp3/adapters/kv-jobs";
 import { createKvOutputCache } from "@vmp3/adapters/kv-cache";
+import { createKvEventLog } from "@vmp3/adapters/kv-event-log";
 import type { JobEvent } from "@vmp3/shared";
 import { createMetadataApp } from "./app.ts";
 
@@ -23,7 +24,8 @@ async function setup() {
   const app = createMetadataApp({
     store: createKvJobStore(kv),
     cache: createKvOutputCache(kv),
-    pollMs: 10,
+    log: createKvEventLog(kv, { pollMs: 10 }),
+    keepAliveMs: 50,
     now: () => new Date(at(0)),
   });
   const post = (path: string, body: unknown) =>

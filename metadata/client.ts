@@ -53,6 +53,10 @@ export interface MetadataClient {
   authenticate(token: string): Promise<{ key: KeyInfo; rate: RateDecision }>;
   /** Admits a new job of `owner` of `bytes` against the key's quotas (quota_exceeded if not). */
   admit(owner: string, bytes: number): Promise<void>;
+  /** Reserves `name` for `value` (an idempotency key for a job id): the value that holds it now. */
+  reserve(name: string, value: string, ttlSeconds: number): Promise<string>;
+  /** Gives up a reservation if `value` still holds it. */
+  unreserve(name: string, value: string): Promise<void>;
   /** Ids of jobs whose files are due for removal. */
   expiring(before: Date, limit: number): Promise<string[]>;
   /** Marks a job expired; answers which files to remove. */
@@ -65,8 +69,11 @@ export interface MetadataClient {
   unpublished(before: Date, limit: number): Promise<PublicJob[]>;
   /** Applies an event to a job. */
   postEvent(event: JobEvent): Promise<void>;
-  /** The raw HTTP response of a job's SSE stream. */
-  events(id: string, signal?: AbortSignal): Promise<Response>;
+  /**
+   * The raw HTTP response of a job's SSE stream; with `lastEventId` (a client's Last-Event-ID), it resumes after
+   * that entry.
+   */
+  events(id: string, signal?: AbortSignal, options?: { lastEventId?: string }): Promise<Response>;
 }
 
 async function failure(response: Response): Promise<AppError> {
@@ -149,6 +156,19 @@ export function createMetadataClient(fetcher: Fetcher): MetadataClient {
         }),
       );
     },
+    async reserve(name, value, ttlSeconds) {
+      const body = JSON.stringify({ name, value, ttlSeconds });
+      return (await answer<{ holder: string }>(
+        await call("/reservations", { method: "POST", headers: json, body }),
+      ))
+        .holder;
+    },
+    async unreserve(name, value) {
+      const body = JSON.stringify({ name, value });
+      const response = await call("/reservations/release", { method: "POST", headers: json, body });
+      if (!response.ok) throw await failure(response);
+      await response.body?.cancel();
+    },
     async expiring(before, limit) {
       const query = new URLSearchParams({ before: before.toISOString(), limit: String(limit) });
       return (await answer<{ ids: string[] }>(await call(`/expiring?${query}`))).ids;
@@ -186,8 +206,11 @@ export function createMetadataClient(fetcher: Fetcher): MetadataClient {
       if (!response.ok) throw await failure(response);
       await response.body?.cancel();
     },
-    events(id, signal) {
-      return call(`/jobs/${encodeURIComponent(id)}/events`, { signal });
+    events(id, signal, options = {}) {
+      const headers: Record<string, string> = options.lastEventId
+        ? { "last-event-id": options.lastEventId }
+        : {};
+      return call(`/jobs/${encodeURIComponent(id)}/events`, { signal, headers });
     },
   };
 }

@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { ConversionRequested, createJob, DEAD_TASK_QUEUE, jobKeys, TASK_QUEUE } from "@vmp3/shared";
 import { createKvJobStore } from "@vmp3/adapters/kv-jobs";
 import { createKvQueue } from "@vmp3/adapters/kv-queue";
+import { createKvOutputCache } from "@vmp3/adapters/kv-cache";
+import { createKvEventLog } from "@vmp3/adapters/kv-event-log";
 import { startDeadTaskConsumer } from "./dead_task_consumer.ts";
 
 Deno.test("a task whose deliveries ran out fails its job with conversion_failed instead of leaving it converting", async () => {
@@ -13,9 +15,10 @@ Deno.test("a task whose deliveries ran out fails its job with conversion_failed 
   const tasks = createKvQueue(kv, TASK_QUEUE, ConversionRequested, fast);
   // A worker that fails every time, as one killed by each attempt would.
   const worker = await tasks.consume(() => Promise.reject(new Error("worker died")));
+  const log = createKvEventLog(kv);
   const dead = await startDeadTaskConsumer(
     createKvQueue(kv, DEAD_TASK_QUEUE, ConversionRequested, fast),
-    store,
+    { store, cache: createKvOutputCache(kv), log },
   );
   await tasks.publish({
     type: "conversion.requested",
@@ -34,6 +37,9 @@ Deno.test("a task whose deliveries ran out fails its job with conversion_failed 
   const job = await store.get(jobId);
   assert.equal(job?.error?.code, "conversion_failed");
   assert.match(job?.error?.message ?? "", /bomb\.mp4/);
+  // Recorded like any event: the job's event log (what SSE clients read) has the failure.
+  const entries = await log.read(jobId, undefined, { blockMs: 0 });
+  assert.equal(entries.at(-1)?.job.status, "failed");
   await worker.close();
   await dead.close();
   kv.close();

@@ -6,6 +6,7 @@
 import { Hono } from "hono";
 import {
   AppError,
+  applyEvent,
   type Job,
   type JobEvent,
   jobKeys,
@@ -14,11 +15,11 @@ import {
   type OutputCache,
   publicJob,
 } from "@vmp3/shared";
-import { recordEvent } from "./record_event.ts";
+import { type ChangeSink, recordChange, recordEvent } from "./record_event.ts";
 import { mustGetScoped, ownerScope, storeCall } from "./scope.ts";
 
 /** What the job control routes need. */
-export interface JobControlDeps {
+export interface JobControlDeps extends ChangeSink {
   store: JobStore;
   cache: OutputCache;
   /** Called with each event recorded here (cancel, retry), after it is stored. */
@@ -40,7 +41,7 @@ export function createJobControlRoutes(deps: JobControlDeps): Hono {
 
   const record = async (id: string, type: "job.cancelled" | "job.retried"): Promise<Job> => {
     const event: JobEvent = { type, version: 1, jobId: id, at: now().toISOString() };
-    const job = await storeCall(recordEvent({ store, cache }, event));
+    const job = await storeCall(recordEvent({ ...deps, store, cache }, event));
     if (!job) throw new AppError("not_found", `There is no job ${JSON.stringify(id)}`);
     await deps.onRecorded?.(job, event);
     return job;
@@ -87,10 +88,22 @@ export function createJobControlRoutes(deps: JobControlDeps): Hono {
     if (job.status !== "failed") {
       throw new AppError("conflict", `Job ${job.id} is ${job.status}; only a failed job can be retried`);
     }
-    const retried = await record(job.id, "job.retried");
-    if (retried.status !== "queued") {
+    // Only the call whose event moved the job from failed to queued retries it: of retries sent at once, the
+    // others find it queued already (409), so its task is published once.
+    const event: JobEvent = { type: "job.retried", version: 1, jobId: job.id, at: now().toISOString() };
+    let before: Job | null = null;
+    const retried = await storeCall(store.update(job.id, (current) => {
+      const next = applyEvent(current, event);
+      before = next === current ? null : current;
+      return next;
+    }));
+    if (!retried) throw new AppError("not_found", `There is no job ${JSON.stringify(job.id)}`);
+    if (!before) {
+      if (retried.expiredAt) throw new AppError("expired", `Job ${job.id} expired; its video is gone`);
       throw new AppError("conflict", `Job ${job.id} is ${retried.status}; only a failed job can be retried`);
     }
+    await recordChange(deps, before, retried);
+    await deps.onRecorded?.(retried, event);
     return c.json(publicJob(retried));
   });
 

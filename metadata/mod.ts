@@ -14,4 +14,14 @@ export {
 } from "./client.ts";
 export { OWNER_HEADER } from "./scope.ts";
 export { startDeadTaskConsumer } from "./dead_task_consumer.ts";
+export {
+  createWebhookPublisher,
+  deploymentWebhookSecret,
+  jobWebhookTargets,
+  keyWebhookTargets,
+  startWebhookDelivery,
+  type WebhookPublisher,
+  type WebhookTarget,
+  type WebhookTargets,
+} from "./webhook_delivery.ts";
 export { type KeyInfo } from "./access.ts";

@@ -3,10 +3,9 @@
  * caller without a key, where the API runs open); internal callers send no header and see every job.
  */
 import type { Context } from "hono";
-import { AppError, type Job, type JobStore } from "@vmp3/shared";
+import { AppError, type Job, type JobStore, OWNER_HEADER } from "@vmp3/shared";
 
-/** The header that carries the caller's key id from the Gateway to the Upload and Metadata services. */
-export const OWNER_HEADER = "x-vmp3-owner";
+export { OWNER_HEADER };
 
 /** The owner a request is limited to (`owner` undefined: callers without a key), or null for internal calls. */
 export type OwnerScope = { owner: string | undefined } | null;

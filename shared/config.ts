@@ -47,6 +47,20 @@ const listen = (fallbackPort: number) => ({
   PORT: port(fallbackPort),
 });
 
+/** Ranges of addresses reached although not public: CIDRs separated by commas (empty: none). */
+const cidrList = () =>
+  z.string().default("").transform((text, ctx) => {
+    try {
+      return parseCidrList(text);
+    } catch (error) {
+      ctx.addIssue({
+        code: "custom",
+        message: `must be CIDR ranges separated by commas: ${(error as Error).message}`,
+      });
+      return z.NEVER;
+    }
+  });
+
 /** Who may call the public API, and its download links. */
 export const AccessEnv = z.object({
   /** "required": every call needs an API key (Authorization: Bearer); "open": a call without one is let in. */
@@ -82,17 +96,7 @@ export const ImportEnv = z.object({
    * Ranges imports may reach although they are not public, as comma-separated CIDRs ("10.20.0.0/16,fd00::/8"):
    * for tests and private deployments. Empty (the default): public addresses only.
    */
-  IMPORT_ALLOW_CIDRS: z.string().default("").transform((text, ctx) => {
-    try {
-      return parseCidrList(text);
-    } catch (error) {
-      ctx.addIssue({
-        code: "custom",
-        message: `must be CIDR ranges separated by commas: ${(error as Error).message}`,
-      });
-      return z.NEVER;
-    }
-  }),
+  IMPORT_ALLOW_CIDRS: cidrList(),
   /** The most one import may take, download included, in seconds. */
   IMPORT_TIMEOUT_SECONDS: z.coerce.number().positive().default(600),
   /** Resolving, connecting to and TLS with the remote host, in seconds. */
@@ -122,6 +126,20 @@ export const RetentionEnv = z.object({
   SWEEP_SECONDS: z.coerce.number().positive().default(60),
 });
 
+/** Resumable (tus) and direct-to-S3 uploads at /v1/uploads/ (upload/tus.ts, upload/direct_upload.ts). */
+export const ResumableUploadEnv = z.object({
+  /** An unfinished upload is removed (and then answers 404) this long after its creation, in seconds. */
+  UPLOAD_EXPIRY_SECONDS: z.coerce.number().int().min(60).default(86_400),
+  /** How often the sweep of expired unfinished uploads runs, in seconds. */
+  UPLOAD_SWEEP_SECONDS: z.coerce.number().positive().default(600),
+  /** The part size tus uploads are stored in (at least 5 MiB): the memory of each PATCH in progress. */
+  TUS_PART_BYTES: z.coerce.number().int().min(5 * 1024 * 1024).max(512 * 1024 * 1024).default(
+    8 * 1024 * 1024,
+  ),
+  /** Lifetime of the presigned URLs of direct uploads, in seconds. */
+  DIRECT_UPLOAD_URL_SECONDS: z.coerce.number().int().min(60).max(604_800).default(3600),
+});
+
 export const UploadEnv = z.object({
   ...listen(8081),
   METADATA_URL: url(["http:", "https:"]),
@@ -131,6 +149,7 @@ export const UploadEnv = z.object({
   ...ImportEnv.shape,
   ...ReconcileEnv.shape,
   ...S3Env.shape,
+  ...ResumableUploadEnv.shape,
   /**
    * Test only: the service exits (code 70) after recording the job of a file of exactly this name and before
    * publishing its task, as a crash there would. Never set it outside tests.
@@ -151,6 +170,11 @@ export const WebhookEnv = z.object({
   }).optional(),
   /** Waits before the 2nd, 3rd... attempts of a webhook, in seconds; after the last, the delivery fails. */
   WEBHOOK_RETRY_DELAYS_SECONDS: z.lazy(() => secondsList("5,30,120,600,3600")),
+  /**
+   * Webhooks reach only public addresses, checked at connect time; these ranges are let through too (tests,
+   * private deployments). Empty (the default): public addresses only.
+   */
+  WEBHOOK_ALLOW_CIDRS: cidrList(),
 });
 /** Webhook settings. */
 export type WebhookEnv = z.infer<typeof WebhookEnv>;

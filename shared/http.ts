@@ -98,3 +98,9 @@ export function contentDisposition(filename: string): string {
   );
   return `attachment; filename="${ascii}"; filename*=UTF-8''${encoded}`;
 }
+
+/**
+ * The header that carries the caller's API key id from the Gateway to the Upload and Metadata services (empty for a
+ * caller without a key, where the API runs open). The Gateway always sets it itself, never passing on a client's.
+ */
+export const OWNER_HEADER = "x-vmp3-owner";

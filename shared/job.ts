@@ -43,6 +43,25 @@ export type JobOutput = z.infer<typeof JobOutput>;
 /** A job's id: a UUID the Upload service makes. */
 export const JobId = z.uuid();
 
+/** One webhook delivery of a job (one event to one URL), as the job shows it. */
+export const WebhookDeliveryRecord = z.object({
+  /** The webhook-id header: the same on every attempt, so the receiver can drop repeats. */
+  id: z.string(),
+  /** job.created, job.progress, job.done, job.failed or job.cancelled. */
+  event: z.string(),
+  url: z.string(),
+  /** Attempts made so far. */
+  attempts: z.number().int().nonnegative(),
+  status: z.enum(["pending", "delivered", "failed"]),
+  lastStatusCode: z.number().int().optional(),
+  lastError: z.string().optional(),
+  /** When the next attempt is due, while pending after a failed one. */
+  nextAttemptAt: z.iso.datetime().optional(),
+  updatedAt: z.iso.datetime(),
+});
+/** One webhook delivery of a job (one event to one URL), as the job shows it. */
+export type WebhookDeliveryRecord = z.infer<typeof WebhookDeliveryRecord>;
+
 /** A job as stored by Metadata and shown by the Gateway. */
 export const Job = z.object({
   id: JobId,
@@ -68,6 +87,8 @@ export const Job = z.object({
   expiresAt: z.iso.datetime().optional(),
   /** When the job's files were removed because it expired. */
   expiredAt: z.iso.datetime().optional(),
+  /** The job's webhook deliveries, the last 20 (see metadata/webhook_delivery.ts); never holds a secret. */
+  webhooks: z.object({ deliveries: z.array(WebhookDeliveryRecord) }).optional(),
   /** The options the job was asked with (absent ones take their defaults). */
   options: ConversionOptions.optional(),
   /** Conversion speed as a multiple of real time, while converting. */

@@ -95,3 +95,28 @@ export const JobCancel = z.object({
 });
 /** Tells every Convert worker that job `jobId` was cancelled. */
 export type JobCancel = z.infer<typeof JobCancel>;
+
+/** The queue webhook deliveries wait on inside Metadata (see metadata/webhook_delivery.ts). */
+export const WEBHOOK_QUEUE = "vmp3.webhooks.v1";
+
+/**
+ * One attempt, due at `notBefore`, to POST one signed webhook to one URL. A failed attempt is acked and published
+ * again with the next attempt's number and time; the secret is not in the message: it is looked up when sending.
+ */
+export const WebhookDelivery = z.object({
+  type: z.literal("webhook.delivery"),
+  version: z.literal(1),
+  /** The webhook-id header, the same on every attempt. */
+  id: z.string().min(1).max(100),
+  jobId: z.uuid(),
+  /** job.created, job.progress, job.done, job.failed or job.cancelled. */
+  event: z.string(),
+  url: z.url({ protocol: /^https?$/ }),
+  /** The exact JSON body, so that every attempt sends (and signs) the same bytes. */
+  body: z.string(),
+  /** Which attempt this is, from 1. */
+  attempt: z.number().int().min(1),
+  notBefore: z.iso.datetime().optional(),
+});
+/** One attempt to POST one signed webhook to one URL. */
+export type WebhookDelivery = z.infer<typeof WebhookDelivery>;

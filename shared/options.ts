@@ -206,11 +206,16 @@ export function canonicalOptions(options: ConversionOptions): string {
 }
 
 /**
- * The content-cache key of an output: the uploaded bytes' sha256, the canonical options and the pipeline
- * version, hashed. Equal keys mean equal MP3s.
+ * The content-cache key of an output: the uploaded bytes' sha256, the canonical options, the pipeline version and
+ * the owner (an API key id), hashed. Equal keys mean equal MP3s. The owner is in it so that one key can never
+ * learn, from an instant answer, that another key converted the same file.
  */
-export async function cacheKey(inputSha256: string, options: ConversionOptions): Promise<string> {
-  const text = `v${PIPELINE_VERSION}\n${inputSha256}\n${canonicalOptions(options)}`;
+export async function cacheKey(
+  inputSha256: string,
+  options: ConversionOptions,
+  owner?: string,
+): Promise<string> {
+  const text = `v${PIPELINE_VERSION}\n${inputSha256}\n${canonicalOptions(options)}\n${owner ?? ""}`;
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }

@@ -36,8 +36,13 @@ export interface AcceptDeps {
   metadata: MetadataClient;
   /** Called after the job is recorded and before its task is published (tests use it to crash right there). */
   beforePublish?: (job: { id: string; filename: string }) => void;
+  /** How long a job's files are kept from its creation, in ms (then removed, see upload/sweeper.ts). */
+  filesTtlMs?: number;
   now?: () => Date;
 }
+
+/** How long a job's files are kept unless configured: 7 days. */
+export const DEFAULT_FILES_TTL_MS = 7 * 24 * 3600 * 1000;
 
 /** Accepts stored videos as jobs. */
 export type Accept = (stored: StoredInput) => Promise<PublicJob>;
@@ -47,7 +52,7 @@ export type Accept = (stored: StoredInput) => Promise<PublicJob>;
  * already recorded is failed with the reason, so nothing is left half accepted.
  */
 export function createAccept(deps: AcceptDeps): Accept {
-  const { blobs, tasks, metadata, now = () => new Date() } = deps;
+  const { blobs, tasks, metadata, filesTtlMs = DEFAULT_FILES_TTL_MS, now = () => new Date() } = deps;
   const removeInput = (id: string) =>
     blobs.delete(jobKeys(id).inputKey).catch((e) => console.error(`Could not remove input of job ${id}:`, e));
 
@@ -58,12 +63,16 @@ export function createAccept(deps: AcceptDeps): Accept {
       if (size === 0) {
         throw new AppError("unsupported_input", `Cannot convert "${filename}": the file is empty`);
       }
+      const owner = stored.extra?.owner;
+      // The key's quotas (jobs at once, bytes a day); a caller without a key has none.
+      if (owner !== undefined) await metadata.admit(owner, size);
       const job = await metadata.createJob({
         ...stored.extra,
         id,
         input: sha256 === undefined ? { filename, size } : { filename, size, sha256 },
         options,
-        cacheKey: sha256 === undefined ? undefined : await cacheKey(sha256, options),
+        cacheKey: sha256 === undefined ? undefined : await cacheKey(sha256, options, owner),
+        expiresAt: new Date(now().getTime() + filesTtlMs).toISOString(),
       });
       recorded = true;
       if (job.status === "done") {

@@ -6,9 +6,11 @@ import { Hono } from "hono";
 import {
   AppError,
   contentDisposition,
+  Job,
   JobId,
   jobKeys,
   mp3Filename,
+  type MultipartStore,
   onError,
   onNotFound,
   OPTION_NAMES,
@@ -17,14 +19,47 @@ import {
 } from "@vmp3/shared";
 import { receiveUpload, type StallLimit } from "./receive.ts";
 import { type AcceptDeps, createAccept } from "./accept.ts";
+import { createJobControlRoutes, type JobControlDeps } from "./job_control.ts";
+import { claimKey, idempotencyKeyOf, replay } from "./idempotency.ts";
+import { OWNER_HEADER } from "@vmp3/metadata";
+import { createTusApp } from "./tus.ts";
+import { createDirectUploadApp } from "./direct_upload.ts";
+import { createUrlImportApp } from "./url_import.ts";
+import type { PublicHttp } from "@vmp3/adapters/public-http";
 
 /** What the Upload app needs. */
-export interface UploadAppDeps extends AcceptDeps {
+export interface UploadAppDeps extends AcceptDeps, JobControlDeps {
+  /**
+   * Resumable (tus) and direct-to-S3 uploads at `/v1/uploads/` (upload/tus.ts, upload/direct_upload.ts): their
+   * multipart storage and settings. Absent: those routes are not served.
+   */
+  resumable?: ResumableUploadDeps;
   maxUploadBytes: number;
   /** How a stalled or trickling client is cut off (default: 16 KiB in every 30 s, see upload/receive.ts). */
   stall?: Partial<StallLimit>;
   /** Lifetime of presigned download URLs, in seconds. */
   presignSeconds?: number;
+  /** The client that imports videos from URLs (`POST /imports`); absent, imports answer 501. */
+  publicHttp?: PublicHttp;
+}
+
+/** The storage and settings of resumable and direct uploads. */
+export interface ResumableUploadDeps {
+  parts: MultipartStore;
+  /** Size of the parts a tus upload is stored in (memory of each PATCH in progress). */
+  partBytes?: number;
+  /** How long an unfinished upload is kept from its creation, in ms. */
+  expiryMs?: number;
+  /** Lifetime of the presigned URLs of direct uploads, in seconds. */
+  directUrlSeconds?: number;
+}
+
+/** A job's webhook URL from a form field or query, checked (400 invalid_option), or undefined. */
+function webhookUrlOf(value: string | undefined): string | undefined {
+  if (value === undefined || value === "") return undefined;
+  const parsed = Job.shape.webhookUrl.safeParse(value);
+  if (!parsed.success) throw new AppError("invalid_option", "webhook_url must be an http:// or https:// URL");
+  return parsed.data;
 }
 
 function pickOptions(source: Record<string, string | undefined>): Record<string, string> {
@@ -47,13 +82,59 @@ export function createUploadApp(deps: UploadAppDeps): Hono {
 
   app.get("/healthz", (c) => c.json({ ok: true }));
 
+  // Import from URL: the video is fetched from a public address instead of sent (upload/url_import.ts).
+  app.route("/imports", createUrlImportApp(deps));
+
+  // Resumable (tus) and direct-to-S3 uploads, served at the Gateway's own paths (it forwards /v1/uploads/ as is).
+  if (deps.resumable) {
+    const { parts, partBytes, expiryMs, directUrlSeconds } = deps.resumable;
+    app.route("/", createDirectUploadApp({ ...deps, parts, expiryMs, urlSeconds: directUrlSeconds, accept }));
+    app.route("/", createTusApp({ ...deps, parts, partBytes, expiryMs, accept }));
+  }
+
+  app.route("/", createJobControlRoutes(deps));
+
   app.post("/uploads", async (c) => {
     const queryOptions = pickOptions(c.req.query());
     parseOptions(queryOptions); // fail fast, before a byte is stored
-    const id = crypto.randomUUID();
+    const owner = c.req.header(OWNER_HEADER) || undefined;
+    const webhookUrl = webhookUrlOf(c.req.query("webhook_url"));
+    const idempotencyKey = idempotencyKeyOf(c.req.header("idempotency-key"));
+    const claim = idempotencyKey ? await claimKey(metadata, owner, idempotencyKey) : undefined;
+    if (claim && !claim.first) {
+      // A repeat: what was sent is hashed, never stored, and compared with the job the key names.
+      const { result: sha256, fields } = await receiveUpload(c.req.raw, async (file) => {
+        const tap = sha256Tap();
+        await file.stream.pipeThrough(tap.stream).pipeTo(new WritableStream());
+        return tap.digest();
+      }, { maxBytes: maxUploadBytes, stall: deps.stall });
+      const options = parseOptions({ ...pickOptions(fields), ...queryOptions });
+      const job = await replay(metadata, claim, { content: sha256, options }, (job) => {
+        return (job.input as { sha256?: string } | undefined)?.sha256;
+      });
+      return c.json(job, 202, { "idempotent-replayed": "true" });
+    }
+    const id = claim?.id ?? crypto.randomUUID();
+    try {
+      return c.json(await receiveAndAccept(c.req.raw, id, queryOptions, { owner, webhookUrl }), 202);
+    } catch (error) {
+      await claim?.release().catch((e) =>
+        console.error(`Could not free the Idempotency-Key of job ${id}:`, e)
+      );
+      throw error;
+    }
+  });
+
+  /** Stores the video of a form (or raw) upload as job `id`'s input, and accepts it. */
+  async function receiveAndAccept(
+    request: Request,
+    id: string,
+    queryOptions: Record<string, string>,
+    extra: { owner?: string; webhookUrl?: string },
+  ) {
     const { inputKey } = jobKeys(id);
 
-    const { result: stored, fields } = await receiveUpload(c.req.raw, async (file) => {
+    const { result: stored, fields } = await receiveUpload(request, async (file) => {
       try {
         // Hashed as it streams into storage, for the content cache: the upload is never read twice.
         const tap = sha256Tap();
@@ -74,22 +155,24 @@ export function createUploadApp(deps: UploadAppDeps): Hono {
     });
 
     let options;
+    let webhookUrl = extra.webhookUrl;
     try {
       options = parseOptions({ ...pickOptions(fields), ...queryOptions });
+      webhookUrl ??= webhookUrlOf(fields.webhook_url);
     } catch (error) {
       await blobs.delete(inputKey).catch((e) => console.error(`Could not remove input of job ${id}:`, e));
       throw error;
     }
     // accept removes the stored video itself should anything fail.
-    const job = await accept({
+    return await accept({
       id,
       filename: stored.filename,
       size: stored.size,
       sha256: stored.sha256,
       options,
+      extra: { owner: extra.owner, webhookUrl },
     });
-    return c.json(job, 202);
-  });
+  }
 
   // The finished MP3 of a job: a redirect to a short-lived URL where the store can make one, else the bytes.
   app.get("/files/:id/output", async (c) => {

@@ -4,6 +4,7 @@ import { createFsBlobStore } from "@vmp3/adapters/fs";
 import { createKvQueue } from "@vmp3/adapters/kv-queue";
 import { createKvJobStore } from "@vmp3/adapters/kv-jobs";
 import { createKvOutputCache } from "@vmp3/adapters/kv-cache";
+import { createKvEventLog } from "@vmp3/adapters/kv-event-log";
 import { createMetadataApp, createMetadataClient } from "@vmp3/metadata";
 import { createUploadApp } from "./app.ts";
 
@@ -23,7 +24,11 @@ async function setup(maxUploadBytes = 1000) {
     },
   };
   const tasks = createKvQueue(kv, TASK_QUEUE, ConversionRequested, { pollMs: 10 });
-  const metadataApp = createMetadataApp({ store: createKvJobStore(kv), cache: createKvOutputCache(kv) });
+  const metadataApp = createMetadataApp({
+    store: createKvJobStore(kv),
+    cache: createKvOutputCache(kv),
+    log: createKvEventLog(kv),
+  });
   /** Reports a job done, as Convert's event would, with its MP3 at `key`. */
   const finish = (jobId: string, key: string) =>
     metadataApp.request(`/jobs/${jobId}/events`, {

@@ -12,6 +12,7 @@ import {
   type Queue,
 } from "@vmp3/shared";
 import type { MetadataClient } from "@vmp3/metadata";
+import { type Periodic, repeat } from "./periodic.ts";
 
 /** What the reconciler needs. */
 export interface ReconcilerDeps {
@@ -64,27 +65,8 @@ export function createReconciler(deps: ReconcilerDeps) {
   }
 
   /** Runs a pass `intervalMs` after the end of the one before, until stopped. */
-  function start(intervalMs: number): { stop(): Promise<void> } {
-    let stopped = false;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let running: Promise<void> = Promise.resolve();
-    const next = () => {
-      if (stopped) return;
-      timer = setTimeout(() => {
-        running = runOnce().then(
-          () => {},
-          (error) => console.error("Reconciler pass failed (tried again later):", error),
-        ).finally(next);
-      }, intervalMs);
-    };
-    next();
-    return {
-      async stop() {
-        stopped = true;
-        clearTimeout(timer);
-        await running;
-      },
-    };
+  function start(intervalMs: number): Periodic {
+    return repeat("Reconciler", intervalMs, runOnce);
   }
 
   return { runOnce, start };

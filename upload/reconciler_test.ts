@@ -4,6 +4,7 @@ import { createFsBlobStore } from "@vmp3/adapters/fs";
 import { createKvQueue } from "@vmp3/adapters/kv-queue";
 import { createKvJobStore } from "@vmp3/adapters/kv-jobs";
 import { createKvOutputCache } from "@vmp3/adapters/kv-cache";
+import { createKvEventLog } from "@vmp3/adapters/kv-event-log";
 import { createMetadataApp, createMetadataClient } from "@vmp3/metadata";
 import { createUploadApp } from "./app.ts";
 import { createReconciler } from "./reconciler.ts";
@@ -13,7 +14,11 @@ async function setup() {
   const kv = await Deno.openKv(":memory:");
   const blobs = createFsBlobStore(root);
   const tasks = createKvQueue(kv, TASK_QUEUE, ConversionRequested, { pollMs: 10 });
-  const metadataApp = createMetadataApp({ store: createKvJobStore(kv), cache: createKvOutputCache(kv) });
+  const metadataApp = createMetadataApp({
+    store: createKvJobStore(kv),
+    cache: createKvOutputCache(kv),
+    log: createKvEventLog(kv),
+  });
   const metadata = createMetadataClient((r) => metadataApp.fetch(r));
   const published: ConversionRequested[] = [];
   const sub = await tasks.consume((task) => {
