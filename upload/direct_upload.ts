@@ -116,7 +116,8 @@ export function createDirectUploadApp(deps: DirectUploadDeps): Hono {
       version: 1,
       id,
       kind: "direct",
-      owner: c.req.header(OWNER_HEADER),
+      // An empty header is a caller without a key (the API runs open): nobody's upload.
+      owner: c.req.header(OWNER_HEADER) || undefined,
       filename: fields.filename,
       webhookUrl: fields.webhookUrl,
       options: fields.options,
@@ -158,7 +159,8 @@ export function createDirectUploadApp(deps: DirectUploadDeps): Hono {
     const notFound = new AppError("not_found", `There is no direct upload ${JSON.stringify(id)}`);
     if (!JobId.safeParse(id).success) throw notFound;
     const upload = await pending.get(id);
-    if (!upload || upload.kind !== "direct" || upload.owner !== c.req.header(OWNER_HEADER)) throw notFound;
+    const owner = c.req.header(OWNER_HEADER) || undefined;
+    if (!upload || upload.kind !== "direct" || upload.owner !== owner) throw notFound;
     if (Date.parse(upload.expiresAt) <= now().getTime()) {
       throw new AppError("expired", `Upload ${id} expired at ${upload.expiresAt}; start a new one`);
     }

@@ -131,7 +131,7 @@ export function createTusApp(deps: TusDeps): Hono {
   const load = async (id: string, owner: string | undefined): Promise<PendingUpload> => {
     if (!JobId.safeParse(id).success) throw notFound(id);
     const upload = await pending.get(id);
-    if (!upload || upload.kind !== "tus" || upload.owner !== owner) throw notFound(id);
+    if (!upload || upload.kind !== "tus" || upload.owner !== (owner || undefined)) throw notFound(id);
     if (Date.parse(upload.expiresAt) <= now().getTime()) {
       throw new AppError("expired", `Upload ${id} expired at ${upload.expiresAt}; start a new one`);
     }
@@ -394,7 +394,8 @@ export function createTusApp(deps: TusDeps): Hono {
       version: 1,
       id,
       kind: "tus",
-      owner: headers.get(OWNER_HEADER) ?? undefined,
+      // An empty header is a caller without a key (the API runs open): nobody's upload.
+      owner: headers.get(OWNER_HEADER) || undefined,
       filename: fields.filename,
       webhookUrl: fields.webhookUrl,
       options: fields.options,
