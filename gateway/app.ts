@@ -3,7 +3,18 @@
  * it reaches the Upload and Metadata services through the fetchers it is given.
  */
 import { Hono } from "hono";
-import { AppError, errorResponse, type Fetcher, onError, onNotFound, statusOf } from "@vmp3/shared";
+import {
+  AppError,
+  contentDisposition,
+  errorResponse,
+  type Fetcher,
+  isErrorCode,
+  mp3Filename,
+  onError,
+  onNotFound,
+  statusOf,
+} from "@vmp3/shared";
+import { zipStream } from "./zip.ts";
 import { type MetadataClient, OWNER_HEADER, type PublicJob, type Scope } from "@vmp3/metadata";
 import { authenticate, type AuthMode, type AuthVariables } from "./auth.ts";
 import type { DownloadLinks } from "./download_link.ts";
@@ -61,6 +72,26 @@ const TUS_HEADERS = [
 ];
 
 type Env = { Variables: AuthVariables };
+
+/** A batch as the Upload service answers it. */
+interface Batch {
+  id: string;
+  jobs: PublicJob[];
+}
+
+function filenameOf(job: PublicJob): string {
+  return String((job.input as { filename?: string } | undefined)?.filename ?? "audio");
+}
+
+/** The AppError of a service's error answer (its code and message, passed on as they are). */
+async function errorOf(response: Response): Promise<AppError> {
+  const body = await response.json().catch(() => null);
+  const code = body?.error?.code;
+  return new AppError(
+    typeof code === "string" && isErrorCode(code) ? code : "upstream_unavailable",
+    body?.error?.message ?? `The upload service answered ${response.status}`,
+  );
+}
 
 /** Creates the Gateway HTTP app. */
 export function createGatewayApp(deps: GatewayAppDeps): Hono<Env> {
@@ -159,7 +190,7 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono<Env> {
   };
 
   const download = (job: PublicJob, mode: "redirect" | "stream"): Promise<Response> => {
-    const filename = String((job.input as { filename?: string } | undefined)?.filename ?? "audio");
+    const filename = filenameOf(job);
     const query = new URLSearchParams({ filename, mode });
     return callUpload(`/files/${encodeURIComponent(job.id)}/output?${query}`, { redirect: "manual" });
   };
@@ -233,6 +264,60 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono<Env> {
       headers: { [OWNER_HEADER]: c.var.scope.owner ?? "" },
     });
     return await accepted(response);
+  });
+
+  // Several files in one form: one job each, in a batch.
+  app.post("/v1/batches", async (c) => {
+    const response = await submit(c.req.raw, c.var.scope, "/batches");
+    if (response.status !== 202) return response;
+    const batch: Batch = await response.json();
+    return c.json({ ...batch, jobs: await Promise.all(batch.jobs.map(withLinks)) }, 202, {
+      location: `/v1/batches/${batch.id}`,
+    });
+  });
+
+  const mustGetBatch = async (id: string, scope: Scope): Promise<Batch> => {
+    const response = await callUpload(`/batches/${encodeURIComponent(id)}`, {
+      headers: { [OWNER_HEADER]: scope.owner ?? "" },
+    });
+    if (!response.ok) throw await errorOf(response);
+    return await response.json();
+  };
+
+  app.get("/v1/batches/:id", async (c) => {
+    const batch = await mustGetBatch(c.req.param("id"), c.var.scope);
+    return c.json({ ...batch, jobs: await Promise.all(batch.jobs.map(withLinks)) });
+  });
+
+  // A zip of the batch's MP3s, streamed as each is read from storage (never held whole). Jobs that failed or were
+  // cancelled are left out; a batch with a job still running is not ready.
+  app.get("/v1/batches/:id/download", async (c) => {
+    const batch = await mustGetBatch(c.req.param("id"), c.var.scope);
+    const running = batch.jobs.filter((job) => job.status === "queued" || job.status === "converting");
+    if (running.length > 0) {
+      throw new AppError("not_ready", `${running.length} job(s) of batch ${batch.id} are still converting`);
+    }
+    const done = batch.jobs.filter((job) => job.status === "done" && !job.expiredAt);
+    if (done.length === 0) throw new AppError("not_found", `Batch ${batch.id} has no MP3 to download`);
+    async function* entries() {
+      for (const job of done) {
+        const file = await download(job, "stream");
+        if (!file.ok || !file.body) {
+          throw new Error(`The MP3 of job ${job.id} could not be read (${file.status})`);
+        }
+        yield {
+          name: mp3Filename(filenameOf(job)),
+          body: file.body,
+          modified: new Date(String(job.updatedAt)),
+        };
+      }
+    }
+    return new Response(zipStream(entries()), {
+      headers: {
+        "content-type": "application/zip",
+        "content-disposition": contentDisposition(`batch-${batch.id}.zip`),
+      },
+    });
   });
 
   // Resumable (tus) and direct-to-S3 uploads are the Upload service's, under the same paths.

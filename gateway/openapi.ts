@@ -43,7 +43,13 @@ export const PublicJob = Job.omit({ cacheKey: true, owner: true, output: true })
 export const JobList = z.object({ jobs: z.array(PublicJob), next: z.string().nullable() });
 
 /** The files uploaded in one request, one job each. */
-export const Batch = z.object({ id: z.uuid(), jobs: z.array(PublicJob) });
+export const Batch = z.object({
+  id: z.uuid(),
+  jobs: z.array(PublicJob),
+  /** Files that did not become a job (a quota reached, say), with why; absent on a batch read back. */
+  errors: z.array(z.object({ filename: z.string(), error: ErrorBody.shape.error })).optional(),
+  createdAt: z.iso.datetime().optional(),
+});
 
 /**
  * `POST /v1/jobs` with a JSON body: import the video from a public URL. Every other key is a conversion option, by
@@ -425,14 +431,14 @@ export const OPERATIONS: OperationSpec[] = [
     requestBody: { required: true, content: VIDEO_OR_URL_BODY },
     responses: {
       "202": {
-        description: "Accepted: the job (one file), or the batch (several `file` parts, one job each).",
+        description: "Accepted: the job.",
         headers: {
           Location: LOCATION,
           "Idempotent-Replayed": header(
             "`true` when this answers an earlier request with the same Idempotency-Key.",
           ),
         },
-        content: { "application/json": { schema: { oneOf: [ref("Job"), ref("Batch")] } } },
+        content: { "application/json": { schema: PublicJob } },
       },
     },
     errors: [...UPLOAD_ERRORS, "url_not_allowed", "url_fetch_failed", "not_implemented"],
@@ -507,7 +513,13 @@ export const OPERATIONS: OperationSpec[] = [
     summary: "Cancel an unfinished job, or delete a finished one and its files",
     auth: "key",
     parameters: [ID_PARAMETER],
-    responses: { "204": { description: "Cancelled or deleted." } },
+    responses: {
+      "200": {
+        description: "An unfinished job, cancelled: its conversion stopped and its files removed.",
+        content: { "application/json": { schema: PublicJob } },
+      },
+      "204": { description: "A finished job, deleted with its files." },
+    },
     errors: ["not_found", "service_unavailable"],
   },
   {
@@ -588,6 +600,38 @@ export const OPERATIONS: OperationSpec[] = [
       "302": { description: "A redirect to a short-lived link to the MP3.", headers: { Location: LOCATION } },
     },
     errors: ["not_found", "not_ready", "expired", "service_unavailable"],
+  },
+  {
+    method: "post",
+    path: "/v1/batches",
+    operationId: "createBatch",
+    tag: "Batches",
+    summary: "Convert several videos: one form, a `file` part each (up to 20), one job each",
+    description:
+      "The same options for every file, as query parameters or form fields. Answers 202 with the batch once " +
+      "every file is stored; a file refused on its own (a quota reached) is listed in `errors`, the others go on.",
+    auth: "key",
+    options: true,
+    requestBody: {
+      required: true,
+      content: {
+        "multipart/form-data": {
+          schema: {
+            type: "object",
+            properties: { file: { type: "array", items: { type: "string", format: "binary" } } },
+            required: ["file"],
+          },
+        },
+      },
+    },
+    responses: {
+      "202": {
+        description: "Accepted: the batch and its jobs.",
+        headers: { Location: LOCATION },
+        content: { "application/json": { schema: Batch } },
+      },
+    },
+    errors: [...UPLOAD_ERRORS],
   },
   {
     method: "get",

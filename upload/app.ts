@@ -20,6 +20,7 @@ import {
 import { receiveUpload, type StallLimit } from "./receive.ts";
 import { type AcceptDeps, createAccept } from "./accept.ts";
 import { createJobControlRoutes, type JobControlDeps } from "./job_control.ts";
+import { createBatchRoutes } from "./batch.ts";
 import { claimKey, idempotencyKeyOf, replay } from "./idempotency.ts";
 import { OWNER_HEADER } from "@vmp3/metadata";
 import { createTusApp } from "./tus.ts";
@@ -93,6 +94,8 @@ export function createUploadApp(deps: UploadAppDeps): Hono {
   }
 
   app.route("/", createJobControlRoutes(deps));
+  // Several files in one form: one job each, in a batch (upload/batch.ts).
+  app.route("/", createBatchRoutes({ ...deps, accept }));
 
   app.post("/uploads", async (c) => {
     const queryOptions = pickOptions(c.req.query());

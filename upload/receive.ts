@@ -168,12 +168,30 @@ function tooLarge(maxBytes: number): AppError {
 export async function receiveUpload<R>(
   request: Request,
   onFile: (file: IncomingFile) => Promise<R>,
-  options: {
-    maxBytes: number;
-    /** When a stalled or slow client is cut off with request_timeout (default {@linkcode DEFAULT_STALL_LIMIT}). */
-    stall?: Partial<StallLimit>;
-  },
+  options: ReceiveOptions,
 ): Promise<Received<R>> {
+  const { results, fields } = await receiveUploads(request, onFile, { ...options, maxFiles: 1 });
+  return { result: results[0], fields };
+}
+
+/** How an upload is received. */
+export interface ReceiveOptions {
+  /** The most bytes of one file (the whole body, for a raw upload). */
+  maxBytes: number;
+  /** When a stalled or slow client is cut off with request_timeout (default {@linkcode DEFAULT_STALL_LIMIT}). */
+  stall?: Partial<StallLimit>;
+}
+
+/**
+ * Like {@linkcode receiveUpload}, for a form of up to `maxFiles` files (each a field `file`, handled one after the
+ * other as they arrive: `onFile` must consume each before the next can come); a raw body is one file. Answers the
+ * results in the form's order.
+ */
+export async function receiveUploads<R>(
+  request: Request,
+  onFile: (file: IncomingFile) => Promise<R>,
+  options: ReceiveOptions & { maxFiles: number },
+): Promise<{ results: R[]; fields: Record<string, string> }> {
   const { maxBytes } = options;
   const stall = { ...DEFAULT_STALL_LIMIT, ...options.stall };
   // The Gateway passes the client's Content-Length on as x-content-length (its own hop is chunked).
@@ -191,7 +209,15 @@ export async function receiveUpload<R>(
   const url = new URL(request.url);
   const guard = stallGuard(request.body, stall);
   try {
-    return await receiveBody(guard.stream, contentType, url, request.headers, maxBytes, onFile);
+    return await receiveBody(
+      guard.stream,
+      contentType,
+      url,
+      request.headers,
+      maxBytes,
+      options.maxFiles,
+      onFile,
+    );
   } catch (error) {
     throw guard.timedOut() ? requestTimeout(stall) : error;
   }
@@ -203,8 +229,9 @@ async function receiveBody<R>(
   url: URL,
   headers: Headers,
   maxBytes: number,
+  maxFiles: number,
   onFile: (file: IncomingFile) => Promise<R>,
-): Promise<Received<R>> {
+): Promise<{ results: R[]; fields: Record<string, string> }> {
   const guarded = async (file: IncomingFile): Promise<R> => {
     const limit = limitBytes(maxBytes);
     try {
@@ -215,7 +242,7 @@ async function receiveBody<R>(
   };
 
   if (/^multipart\/form-data/i.test(contentType)) {
-    return await receiveMultipart(body, contentType, guarded);
+    return await receiveMultipart(body, contentType, maxFiles, guarded);
   }
   const mediaType = contentType.split(";")[0].trim();
   if (mediaType && !RAW_TYPES.test(mediaType)) {
@@ -233,21 +260,24 @@ async function receiveBody<R>(
     contentType: mediaType || "application/octet-stream",
     stream: body,
   });
-  return { result, fields: {} };
+  return { results: [result], fields: {} };
 }
 
 function receiveMultipart<R>(
   body: ReadableStream<Uint8Array>,
   contentType: string,
+  maxFiles: number,
   onFile: (file: IncomingFile) => Promise<R>,
-): Promise<Received<R>> {
-  const { promise, resolve, reject } = Promise.withResolvers<Received<R>>();
+): Promise<{ results: R[]; fields: Record<string, string> }> {
+  const { promise, resolve, reject } = Promise.withResolvers<
+    { results: R[]; fields: Record<string, string> }
+  >();
   let parser: busboy.Busboy;
   try {
     parser = busboy({
       headers: { "content-type": contentType },
       defParamCharset: "utf8",
-      limits: { files: 1, fields: 32, fieldSize: 4096, parts: 40, headerPairs: 32 },
+      limits: { files: maxFiles, fields: 32, fieldSize: 4096, parts: 40 + maxFiles, headerPairs: 32 },
     });
   } catch (cause) {
     body.cancel().catch(() => {});
@@ -257,7 +287,8 @@ function receiveMultipart<R>(
   }
   const source = Readable.fromWeb(body as import("node:stream/web").ReadableStream<Uint8Array>);
   const fields: Record<string, string> = {};
-  let handled: Promise<R> | undefined;
+  // Each file's handling, in order.
+  const results: Promise<R>[] = [];
   let file: Readable | undefined;
   let settled = false;
   const fail = (error: unknown) => {
@@ -268,7 +299,7 @@ function receiveMultipart<R>(
     // End the file's stream too, so that whoever stores it stops (and aborts) rather than waiting forever; the
     // caller hears of the failure only once that is done.
     file?.destroy(error instanceof Error ? error : new Error(String(error)));
-    (handled ?? Promise.resolve()).catch(() => {}).finally(() => reject(error));
+    Promise.allSettled(results).finally(() => reject(error));
   };
 
   parser.on("field", (name, value, info) => {
@@ -276,34 +307,42 @@ function receiveMultipart<R>(
     else fields[name] = value;
   });
   parser.on("file", (name, stream, info) => {
-    if (name !== "file" || handled) {
+    if (name !== "file" || settled) {
       stream.resume();
       return;
     }
     file = stream;
     const web = Readable.toWeb(stream) as unknown as ReadableStream<Uint8Array>;
-    handled = onFile({
+    const result = onFile({
       filename: displayFilename(multipartFilename(info.filename)),
       contentType: info.mimeType || "application/octet-stream",
       stream: web,
     });
-    handled.catch(fail);
+    results.push(result);
+    result.catch(fail);
   });
   parser.on("filesLimit", () => {
-    fail(new AppError("invalid_request", 'The form has more than one file; send one video, as field "file"'));
+    fail(
+      new AppError(
+        "invalid_request",
+        maxFiles === 1
+          ? 'The form has more than one file; send one video, as field "file"'
+          : `The form has more than ${maxFiles} files`,
+      ),
+    );
   });
   for (const event of ["fieldsLimit", "partsLimit"] as const) {
     parser.on(event, () => fail(new AppError("invalid_request", "The form has too many fields")));
   }
   parser.on("close", () => {
     if (settled) return;
-    if (!handled) {
+    if (results.length === 0) {
       fail(new AppError("invalid_request", 'The form has no file field; send the video as field "file"'));
       return;
     }
-    handled.then((result) => {
+    Promise.all(results).then((done) => {
       settled = true;
-      resolve({ result, fields });
+      resolve({ results: done, fields });
     }, fail);
   });
   parser.on(
