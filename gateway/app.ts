@@ -15,6 +15,7 @@ import {
   statusOf,
 } from "@vmp3/shared";
 import { zipStream } from "./zip.ts";
+import { cors } from "./cors.ts";
 import { type MetadataClient, OWNER_HEADER, type PublicJob, type Scope } from "@vmp3/metadata";
 import { authenticate, type AuthMode, type AuthVariables } from "./auth.ts";
 import type { DownloadLinks } from "./download_link.ts";
@@ -120,6 +121,8 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono<Env> {
       url.searchParams.get("sig") ?? undefined,
     );
   };
+  // Browsers' preflights are answered before any key is asked for.
+  app.use("*", cors());
   app.use("/v1/*", authenticate(metadata, auth, signedDownload));
 
   /** The job as the API shows it, with where to find it, follow it and (once done) download it. */
