@@ -605,7 +605,10 @@ export function publicFetcher(http: PublicHttp): Fetcher {
       signal: request.signal,
       redirect: "manual",
     });
-    return new Response(response.body, {
+    // A Response for a status that has no body (204 No Content, a webhook's usual answer) must be made without one.
+    const nullBody = [101, 103, 204, 205, 304].includes(response.status);
+    if (nullBody) await response.body.cancel().catch(() => {});
+    return new Response(nullBody ? null : response.body, {
       status: response.status,
       statusText: response.statusText,
       headers: response.headers,

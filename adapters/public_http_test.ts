@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { AppError, parseCidrList } from "@vmp3/shared";
-import { createPublicHttp, parsePublicUrl, type PublicHttpOptions } from "./public_http.ts";
+import { createPublicHttp, parsePublicUrl, publicFetcher, type PublicHttpOptions } from "./public_http.ts";
 import {
   lengthResponse,
   redirectResponse,
@@ -364,6 +364,32 @@ Deno.test("an allowed IPv6 literal is reached, its Host header bracketed", async
     const http = createPublicHttp({ allow: parseCidrList("::1/128") });
     const response = await http.request(`http://[::1]:${server.addr.port}/`);
     assert.equal(await text(response.body), `host [::1]:${server.addr.port}`);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("publicFetcher passes a webhook receiver's answer on, a body-less 204 included, and refuses private hosts", async () => {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (request) => {
+    const body = await request.text();
+    if (request.headers.get("x-want") === "204") return new Response(null, { status: 204 });
+    return new Response(`got ${request.method} ${body}`, { status: 202 });
+  });
+  try {
+    const url = `http://127.0.0.1:${server.addr.port}/hook`;
+    const fetcher = publicFetcher(createPublicHttp({ allow: LOCAL }));
+    const noContent = await fetcher(
+      new Request(url, { method: "POST", body: "{}", headers: { "x-want": "204" } }),
+    );
+    assert.deepEqual([noContent.status, noContent.body], [204, null]);
+    const accepted = await fetcher(new Request(url, { method: "POST", body: '{"a":1}' }));
+    assert.deepEqual([accepted.status, await accepted.text()], [202, 'got POST {"a":1}']);
+    const strict = publicFetcher(createPublicHttp());
+    const refused = await Promise.resolve(strict(new Request(url, { method: "POST", body: "{}" }))).then(
+      () => null,
+      (error) => error,
+    );
+    assert.ok(refused instanceof AppError && refused.code === "url_not_allowed", String(refused));
   } finally {
     await server.shutdown();
   }

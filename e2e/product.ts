@@ -120,12 +120,14 @@ export async function startProduct(workers = 1, extraEnv: Record<string, string>
     return entry;
   };
   const path = Deno.env.get("PATH") ?? "/usr/bin:/bin";
-  const startWorker = (n: number) =>
+  /** Starts Convert worker `n` (work folder `${dir}/work-${n}`), with `extraEnv` over the product's settings. */
+  const startWorker = (n: number, extraEnv: Record<string, string> = {}) =>
     spawn("convert", `convert-${n}`, {
       ...common,
       PATH: path,
       PORT: String(freePort()),
       WORK_DIR: `${dir}/work-${n}`,
+      ...extraEnv,
     });
 
   try {
