@@ -96,7 +96,7 @@ export async function runEmbedded(config: EmbeddedEnv): Promise<Running> {
     graceMs: config.RECONCILE_GRACE_SECONDS * 1000,
   })
     .start(config.RECONCILE_SECONDS * 1000);
-  const sweeper = createSweeper({ blobs, metadata }).start(config.SWEEP_SECONDS * 1000);
+  const sweeper = createSweeper({ blobs, metadata, cancels }).start(config.SWEEP_SECONDS * 1000);
   const gatewayApp = createGatewayApp({
     upload: (request) => uploadApp.fetch(request),
     metadata,

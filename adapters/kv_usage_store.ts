@@ -6,11 +6,15 @@
  *
  * Keys: ["rate", subject] the subject's rate state `{ at, debt }` (ms; the GCRA of adapters/usage_rules.ts),
  * expiring when the debt is paid; ["bytes", day, subject] the day's byte total, expiring 2 days after its last
- * addition; ["reserve", name] `{ value, expiresAt }`. KV deletes expired entries only eventually, so the code
- * never relies on expiry: a paid debt reads as 0, and a reservation past its `expiresAt` as free.
+ * addition; ["reserve", name] `{ value, expiresAt }`; ["slots", subject, holder] when that slot ends (ms), and
+ * ["slot_guard", subject], rewritten with every change of the subject's slots. KV deletes expired entries only eventually, so the code
+ * never relies on expiry: a paid debt reads as 0, and a reservation or slot past its end as free.
  */
 import type { UsageStore } from "@vmp3/shared";
-import { BYTES_TTL_SECONDS, checkBytes, checkRate, checkTtl, gcraStep } from "./usage_rules.ts";
+import { BYTES_TTL_SECONDS, checkBytes, checkRate, checkSlots, checkTtl, gcraStep } from "./usage_rules.ts";
+
+/** The most ended slots one claim deletes (KV's atomic operations are bounded). */
+const MAX_SWEPT_SLOTS = 500;
 
 interface RateState {
   /** When the debt was written, ms since the epoch. */
@@ -76,7 +80,8 @@ export function createKvUsageStore(kv: Deno.Kv, options: { now?: () => number } 
       for (;;) {
         const entry = await kv.get<unknown>(key);
         const at = now();
-        if (isReservation(entry.value) && entry.value.expiresAt > at) return entry.value.value;
+        const current = isReservation(entry.value) && entry.value.expiresAt > at ? entry.value.value : null;
+        if (current !== null && current !== value) return current;
         const held: Reservation = { value, expiresAt: at + ttlSeconds * 1000 };
         const result = await kv.atomic()
           .check(entry)
@@ -92,6 +97,32 @@ export function createKvUsageStore(kv: Deno.Kv, options: { now?: () => number } 
         if (!isReservation(entry.value) || entry.value.value !== value) return;
         if ((await kv.atomic().check(entry).delete(key).commit()).ok) return;
       }
+    },
+    async claimSlot(subject, holder, limit, ttlSeconds) {
+      checkSlots(limit, ttlSeconds);
+      const guardKey = ["slot_guard", subject];
+      for (;;) {
+        // Every change of the subject's slots rewrites its guard in the same atomic operation: checked below, it
+        // makes the listing and the write one step.
+        const guard = await kv.get(guardKey);
+        const at = now();
+        const live: string[] = [];
+        const ended: Deno.KvKey[] = [];
+        for await (const entry of kv.list<unknown>({ prefix: ["slots", subject] })) {
+          if (typeof entry.value === "number" && entry.value > at) live.push(String(entry.key[2]));
+          else if (ended.length < MAX_SWEPT_SLOTS) ended.push(entry.key);
+        }
+        const holds = live.includes(holder);
+        if (!holds && live.length >= limit) return null;
+        const op = kv.atomic().check(guard)
+          .set(["slots", subject, holder], at + ttlSeconds * 1000, { expireIn: ttlSeconds * 1000 })
+          .set(guardKey, at);
+        for (const key of ended) op.delete(key);
+        if ((await op.commit()).ok) return holds ? live : [...live, holder];
+      }
+    },
+    async releaseSlot(subject, holder) {
+      await kv.atomic().delete(["slots", subject, holder]).set(["slot_guard", subject], now()).commit();
     },
   };
 }

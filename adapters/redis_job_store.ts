@@ -3,8 +3,8 @@
  * A {@linkcode JobStore} on Redis: one JSON string per job, updated by compare-and-set so concurrent writers
  * never lose an update. The client fails fast when Redis is down instead of queueing commands.
  *
- * Keys (under the prefix): `job:<id>` the job's JSON; `outbox` (sorted set, score created-at ms) the queued jobs
- * whose task is not known to be published; `owner:<owner>` and `unowned` (sorted sets, all scores 0, members
+ * Keys (under the prefix): `job:<id>` the job's JSON; `outbox` (sorted set, score created-at ms, or the time it
+ * was queued again for a retried job) the queued jobs whose task is not known to be published; `owner:<owner>` and `unowned` (sorted sets, all scores 0, members
  * `<created-at ms, 15 digits>:<id>`, so that lexical order is list order) each owner's jobs; `expiry` (sorted set,
  * score expires-at ms) the jobs with an `expiresAt` and no `expiredAt`. Every write of a job updates its index
  * entries in the same Lua script.
@@ -63,8 +63,9 @@ return 1`;
 
 /**
  * KEYS: job, outbox, old owner index, new owner index, expiry. ARGV: old JSON, new JSON, old member, new member,
- * "1" if final, expiry score ("" for none), id. Replaces the job only if it still holds the old JSON, and moves
- * its index entries along (the owner entry is added every time, which also indexes a job stored before indexes).
+ * "1" if final, expiry score ("" for none), id, outbox score when queued again ("" if not). Replaces the job only
+ * if it still holds the old JSON, and moves its index entries along (the owner entry is added every time, which
+ * also indexes a job stored before indexes).
  */
 const UPDATE = `
 if redis.call("GET", KEYS[1]) ~= ARGV[1] then return 0 end
@@ -73,6 +74,7 @@ if KEYS[3] ~= KEYS[4] or ARGV[3] ~= ARGV[4] then redis.call("ZREM", KEYS[3], ARG
 redis.call("ZADD", KEYS[4], 0, ARGV[4])
 if ARGV[6] == "" then redis.call("ZREM", KEYS[5], ARGV[7]) else redis.call("ZADD", KEYS[5], ARGV[6], ARGV[7]) end
 if ARGV[5] == "1" then redis.call("ZREM", KEYS[2], ARGV[7]) end
+if ARGV[8] ~= "" then redis.call("ZADD", KEYS[2], ARGV[8], ARGV[7]) end
 return 1`;
 
 /**
@@ -213,6 +215,8 @@ export function createRedisJobStore(redis: Redis, options: RedisJobStoreOptions 
           isFinal(next.status) ? "1" : "0",
           expiryScore(next),
           id,
+          // Queued again after it ended (a retry): back in the outbox, as of now, until its task is published.
+          isFinal(job.status) && next.status === "queued" ? String(Date.parse(next.updatedAt)) : "",
         );
         if (written === 1) return next;
         // Another writer got there first: spread the retries out so a crowd of writers does not collide again.

@@ -6,13 +6,15 @@
  * Keys (under the prefix): `rate:<subject>` the subject's rate state, "<µs when written> <debt in µs>" (the GCRA
  * of adapters/usage_rules.ts, on the Redis server's clock, so instances with skewed clocks agree), expiring when
  * the debt is paid; `bytes:<day>:<subject>` the day's byte total, expiring 2 days after its last addition;
- * `reserve:<name>` the value holding a reservation, expiring with it.
+ * `reserve:<name>` the value holding a reservation, expiring with it; `slots:<subject>` a sorted set of the
+ * holders of the subject's slots, each scored with when its slot ends (ms, server clock), the key expiring with
+ * its last slot.
  */
 import type { Redis } from "ioredis";
 import type { RateDecision, UsageStore } from "@vmp3/shared";
 import { whenConnected } from "./redis_job_store.ts";
 import { redisScript } from "./redis_script.ts";
-import { BYTES_TTL_SECONDS, checkBytes, checkRate, checkTtl, GCRA_SLACK } from "./usage_rules.ts";
+import { BYTES_TTL_SECONDS, checkBytes, checkRate, checkSlots, checkTtl, GCRA_SLACK } from "./usage_rules.ts";
 
 /**
  * KEYS: the subject's rate state. ARGV: limit, window in µs, slack. Returns {allowed 1|0, remaining,
@@ -48,10 +50,31 @@ local after = redis.call("INCRBY", KEYS[1], ARGV[1])
 redis.call("EXPIRE", KEYS[1], ARGV[3])
 return after`);
 
-/** KEYS: the reservation. ARGV: value, ttl seconds. Returns the value holding it now. */
+/**
+ * KEYS: the reservation. ARGV: value, ttl seconds. Returns the value holding it now; the holder reserving again
+ * gets its ttl back.
+ */
 const RESERVE = redisScript(`
 if redis.call("SET", KEYS[1], ARGV[1], "NX", "EX", ARGV[2]) then return ARGV[1] end
-return redis.call("GET", KEYS[1])`);
+local holder = redis.call("GET", KEYS[1])
+if holder == ARGV[1] then redis.call("EXPIRE", KEYS[1], ARGV[2]) end
+return holder`);
+
+/**
+ * KEYS: the slots (a sorted set, score: when each slot ends, ms on the server's clock). ARGV: holder, limit, ttl
+ * seconds. Drops the ended slots, then takes (or renews) the holder's; returns every holder, or nil when full.
+ */
+const CLAIM_SLOT = redisScript(`
+local time = redis.call("TIME")
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", now)
+if not redis.call("ZSCORE", KEYS[1], ARGV[1]) and redis.call("ZCARD", KEYS[1]) >= tonumber(ARGV[2]) then
+  return false
+end
+redis.call("ZADD", KEYS[1], now + tonumber(ARGV[3]) * 1000, ARGV[1])
+local last = redis.call("ZRANGE", KEYS[1], -1, -1, "WITHSCORES")
+redis.call("PEXPIREAT", KEYS[1], last[2])
+return redis.call("ZRANGE", KEYS[1], 0, -1)`);
 
 /** KEYS: the reservation. ARGV: value. Deletes it only while that value holds it. */
 const UNRESERVE = redisScript(`
@@ -101,6 +124,16 @@ export function createRedisUsageStore(redis: Redis, options: RedisUsageStoreOpti
     async unreserve(name, value) {
       await whenConnected(redis, connectTimeout);
       await UNRESERVE(redis, [`${prefix}reserve:${name}`], [value]);
+    },
+    async claimSlot(subject, holder, limit, ttlSeconds) {
+      checkSlots(limit, ttlSeconds);
+      await whenConnected(redis, connectTimeout);
+      const holders = await CLAIM_SLOT(redis, [`${prefix}slots:${subject}`], [holder, limit, ttlSeconds]);
+      return holders === null ? null : (holders as unknown[]).map(String);
+    },
+    async releaseSlot(subject, holder) {
+      await whenConnected(redis, connectTimeout);
+      await redis.zrem(`${prefix}slots:${subject}`, holder);
     },
   };
 }

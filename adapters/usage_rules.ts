@@ -82,5 +82,17 @@ export function checkTtl(ttlSeconds: number): void {
   }
 }
 
+/** Throws a RangeError unless `limit` is a whole number of at least 1 and `ttlSeconds` one of at least 1. */
+export function checkSlots(limit: number, ttlSeconds: number): void {
+  if (!Number.isSafeInteger(limit) || limit < 1) {
+    throw new RangeError(`A slot limit must be a whole number of at least 1 (got ${limit})`);
+  }
+  if (!Number.isSafeInteger(ttlSeconds) || ttlSeconds < 1) {
+    throw new RangeError(
+      `A slot's time to live must be a whole number of seconds, at least 1 (got ${ttlSeconds})`,
+    );
+  }
+}
+
 /** How long a day's byte total is kept: past the day itself, for late readers in other time zones. */
 export const BYTES_TTL_SECONDS = 2 * 86400;

@@ -62,7 +62,9 @@ async function submit(base: string, path: string, filename: string, query = ""):
 /** Waits until job `id` is converting and FFmpeg runs in `workDir`. */
 async function converting(base: string, id: string, workDir: string): Promise<void> {
   await jobBecomes(base, id, "converting", 30_000);
-  await until("FFmpeg to run", () => processesMatching("ffmpeg", workDir).length > 0, 15_000, 20);
+  // The job's own work folder (`${workDir}/${id}-…`) in ffmpeg's arguments: the worker's own command line names
+  // both "ffmpeg" (--allow-run) and workDir (--allow-read), so matching those alone would find the worker itself.
+  await until("FFmpeg to run", () => processesMatching("ffmpeg", `${workDir}/${id}-`).length > 0, 15_000, 20);
 }
 
 const outputKey = (id: string) => `outputs/${id}.mp3`;

@@ -18,6 +18,14 @@ import {
   waitForNoProcess,
 } from "./helpers.ts";
 
+/** Waits up to 15 s for `ready()`. */
+async function until(ready: () => boolean, what: string): Promise<void> {
+  for (let i = 0; !ready(); i++) {
+    assert(i < 750, `waited 15 s for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 Deno.test("real: each service runs with only its own permissions", async () => {
   const dir = await Deno.makeTempDir();
   const probe = `${dir}/probe.ts`;
@@ -158,7 +166,11 @@ Deno.test("real: kill -9 of a worker mid-conversion; the task is redelivered and
       await new Promise((r) => setTimeout(r, 25));
     }
     const worker = product.services.find((s) => s.name === "convert-1")!;
-    assert(processesMatching("ffmpeg", `${product.dir}/work-1`).length > 0, "ffmpeg was running at the kill");
+    // The job's own work folder: the worker's command line itself names "ffmpeg" and its work folder.
+    await until(
+      () => processesMatching("ffmpeg", `${product.dir}/work-1/${id}-`).length > 0,
+      "ffmpeg to run",
+    );
     worker.process.kill("SIGKILL");
     await worker.process.status;
     assert.deepEqual(

@@ -5,8 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { jobKeys } from "@vmp3/shared";
+import type { MetadataClient } from "@vmp3/metadata";
 import { runKeysCommand } from "../metadata/keys_cli.ts";
-import { type Product, withProduct } from "./testing/in_process.ts";
+import { heldBody, type Product, withProduct } from "./testing/in_process.ts";
 
 const json = { "content-type": "application/json" };
 
@@ -172,6 +173,46 @@ Deno.test(
 );
 
 Deno.test(
+  "concurrentJobs 1: of 3 uploads at once, exactly one is accepted, even when all are admitted before any is recorded",
+  async () => {
+    // Each job is recorded only once the three admissions are settled: the widest gap between count and insert.
+    let settled = 0;
+    let allSettled: () => void = () => {};
+    const admissions = new Promise<void>((resolve) => allSettled = resolve);
+    const wrap = (metadata: MetadataClient): MetadataClient => ({
+      ...metadata,
+      admit: (...args) =>
+        metadata.admit(...args).finally(() => {
+          if (++settled === 3) allSettled();
+        }),
+      async createJob(job) {
+        await Promise.race([admissions, new Promise((resolve) => setTimeout(resolve, 500))]);
+        return await metadata.createJob(job);
+      },
+    });
+    await withProduct({ wrapUploadMetadata: wrap }, async (product) => {
+      const key = await product.createKey(["--concurrent-jobs", "1"]);
+      const responses = await Promise.all(
+        ["one", "two", "three"].map((name) => product.upload(key.auth, `video ${name}`)),
+      );
+      const statuses = responses.map((response) => response.status);
+      const bodies = await Promise.all(responses.map((response) => response.json()));
+      assert.deepEqual([...statuses].sort(), [202, 429, 429], JSON.stringify(bodies));
+      for (const [i, body] of bodies.entries()) {
+        if (statuses[i] === 429) assert.equal(body.error.code, "quota_exceeded");
+      }
+      const accepted = bodies[statuses.indexOf(202)].id;
+      assert.deepEqual(await product.jobIds(), [accepted]);
+      assert.deepEqual(await product.blobs.list("inputs/"), [jobKeys(accepted).inputKey]);
+
+      // The refused ones held no slot after: once the job is done, the next upload is accepted at once.
+      await product.finish(accepted);
+      await newJob(product, key.auth, "video four");
+    })();
+  },
+);
+
+Deno.test(
   "bytesPerDay: an upload that would pass the day's bytes is 429 quota_exceeded and stores nothing",
   withProduct({}, async (product) => {
     const key = await product.createKey(["--bytes-per-day", "20"]);
@@ -183,6 +224,59 @@ Deno.test(
     assert.deepEqual(await product.blobs.list("inputs/"), [jobKeys(first).inputKey]);
     // Exactly up to the limit is fine.
     await newJob(product, key.auth, "abcdefghij");
+  }),
+);
+
+/** `response`, or a failure if it has not come within `ms`. */
+async function within<T>(ms: number, response: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([response, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test(
+  "Over quota, an upload is refused at once, before its body is read: jobs at once, and declared bytes per day",
+  withProduct({}, async (product) => {
+    const busy = await product.createKey(["--concurrent-jobs", "1"]);
+    await newJob(product, busy.auth, "keeps the key busy");
+    const held = heldBody("the start of a video", " that never comes");
+    try {
+      const refused = await within(1000, product.uploadStream(busy.auth, held.body), "jobs at once");
+      assert.equal(refused.status, 429);
+      assert.equal(await errorCode(refused), "quota_exceeded");
+    } finally {
+      held.finish();
+    }
+
+    const small = await product.createKey(["--bytes-per-day", "20"]);
+    await newJob(product, small.auth, "0123456789"); // 10 of 20 bytes
+    const large = heldBody("0123456789", "0123456789a");
+    try {
+      const refused = await within(
+        1000,
+        product.uploadStream({ ...small.auth, "content-length": "21" }, large.body),
+        "declared bytes",
+      );
+      assert.equal(refused.status, 429);
+      assert.equal(await errorCode(refused), "quota_exceeded");
+    } finally {
+      large.finish();
+    }
+    // Up to the limit is still read, stored and accepted; the exact check after storing stays.
+    const fits = heldBody("01234", "56789");
+    const accepted = product.uploadStream({ ...small.auth, "content-length": "10" }, fits.body);
+    fits.finish();
+    assert.equal((await accepted).status, 202);
+    const over = await product.upload(small.auth, "x"); // nothing declared: refused once stored
+    assert.equal(over.status, 429);
+    await over.body?.cancel();
+    assert.equal((await product.jobIds()).length, 3);
   }),
 );
 

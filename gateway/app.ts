@@ -123,7 +123,18 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono<Env> {
   };
   // Browsers' preflights are answered before any key is asked for.
   app.use("*", cors());
-  app.use("/v1/*", authenticate(metadata, auth, signedDownload));
+  /** The job a status read (GET /v1/jobs/:id) asks for: read with the caller's key, in one call to Metadata. */
+  const statusRead = (request: Request): string | undefined => {
+    if (request.method !== "GET") return undefined;
+    const match = /^\/v1\/jobs\/([^/]+)$/.exec(new URL(request.url).pathname);
+    if (!match) return undefined;
+    try {
+      return decodeURIComponent(match[1]);
+    } catch {
+      return undefined; // not an id; the route answers it
+    }
+  };
+  app.use("/v1/*", authenticate(metadata, auth, signedDownload, statusRead));
 
   /** The job as the API shows it, with where to find it, follow it and (once done) download it. */
   const withLinks = async (job: PublicJob): Promise<PublicJob> => {
@@ -247,10 +258,12 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono<Env> {
     return new Response(file.body, { status: file.status, headers });
   });
 
-  app.get(
-    "/v1/jobs/:id",
-    async (c) => c.json(await withLinks(await mustGetJob(c.req.param("id"), c.var.scope))),
-  );
+  app.get("/v1/jobs/:id", async (c) => {
+    // Read already with the caller's key (auth.ts), or now.
+    const job = c.var.job === undefined ? await mustGetJob(c.req.param("id"), c.var.scope) : c.var.job;
+    if (!job) throw new AppError("not_found", `There is no job ${JSON.stringify(c.req.param("id"))}`);
+    return c.json(await withLinks(job));
+  });
 
   // Cancels an unfinished job, or deletes a finished one with its files: the Upload service does both.
   app.delete("/v1/jobs/:id", async (c) => {

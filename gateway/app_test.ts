@@ -18,8 +18,11 @@ function metadataWith(job: PublicJob | null): MetadataClient {
     deleteJob: () => Promise.reject(new Error("not used")),
     authenticate: () => Promise.reject(new Error("not used")),
     admit: () => Promise.reject(new Error("not used")),
+    admitted: () => Promise.reject(new Error("not used")),
+    checkQuota: () => Promise.reject(new Error("not used")),
     expiring: () => Promise.reject(new Error("not used")),
     expireJob: () => Promise.reject(new Error("not used")),
+    markExpired: () => Promise.reject(new Error("not used")),
     reserve: () => Promise.reject(new Error("not used")),
     unreserve: () => Promise.reject(new Error("not used")),
     events: () =>

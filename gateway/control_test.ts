@@ -3,10 +3,11 @@
  * gateway/testing/in_process.ts): listing, cancel and delete, retry, Idempotency-Key, and expiry.
  */
 import assert from "node:assert/strict";
-import { jobKeys } from "@vmp3/shared";
+import { jobKeys, parseCidrList } from "@vmp3/shared";
+import { createPublicHttp } from "@vmp3/adapters/public-http";
 import type { MetadataClient } from "@vmp3/metadata";
-import { createSweeper } from "@vmp3/upload";
-import { type Product, type TestKey, withProduct } from "./testing/in_process.ts";
+import { createReconciler, createSweeper } from "@vmp3/upload";
+import { heldBody, type Product, type TestKey, withProduct } from "./testing/in_process.ts";
 
 async function errorCode(response: Response): Promise<string> {
   return (await response.json()).error.code;
@@ -322,6 +323,78 @@ Deno.test(
 );
 
 Deno.test(
+  "A retry whose Upload process dies before publishing its task is published by the reconciler",
+  withProduct({
+    wrapUploadMetadata: (metadata): MetadataClient => ({
+      ...metadata,
+      async retryJob(id, scope, options) {
+        const job = await metadata.retryJob(id, scope, options);
+        if (dieAfterRetry) throw new Error("the Upload process died here");
+        return job;
+      },
+    }),
+  }, async (product) => {
+    const key = await product.createKey();
+    const id = await newJob(product, key.auth, "retried, then lost");
+    await product.tasksTaken(1);
+    await product.fail(id);
+    dieAfterRetry = true;
+    try {
+      const response = await retryJob(product, key, id);
+      assert.equal(response.status, 500);
+      await response.body?.cancel();
+    } finally {
+      dieAfterRetry = false;
+    }
+    assert.equal((await getJob(product, key, id)).status, "queued");
+    assert.equal(product.published.length, 1, "no task was published for the retry");
+
+    const reconciler = createReconciler({
+      blobs: product.blobs,
+      tasks: product.tasks,
+      metadata: product.metadata,
+      graceMs: 0,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.deepEqual(await reconciler.runOnce(), { published: [id], failed: [] });
+    const tasks = await product.tasksTaken(2);
+    assert.equal(tasks[1].jobId, id);
+    assert.deepEqual(await reconciler.runOnce(), { published: [], failed: [] }, "published once");
+
+    // A retry that went well leaves nothing for the reconciler.
+    await product.fail(id);
+    assert.equal((await retryJob(product, key, id)).status, 202);
+    await product.tasksTaken(3);
+    assert.deepEqual(await reconciler.runOnce(), { published: [], failed: [] });
+  }),
+);
+let dieAfterRetry = false;
+
+Deno.test(
+  "A job retried close to its expiry keeps its files a day longer; one expiring later keeps its expiry",
+  withProduct({ filesTtlMs: 2 * 86_400_000 }, async (product) => {
+    const key = await product.createKey();
+    const soon = await newJob(product, key.auth, "expires soon");
+    const later = await newJob(product, key.auth, "expires later");
+    for (const id of [soon, later]) await product.fail(id);
+    // As if `soon` had been made two days ago: a minute left.
+    const inAMinute = new Date(Date.now() + 60_000).toISOString();
+    await product.store.update(soon, (job) => ({ ...job, expiresAt: inAMinute }));
+    const laterExpiry = (await getJob(product, key, later)).expiresAt;
+
+    const before = Date.now();
+    const retried: Json = await (await retryJob(product, key, soon)).json();
+    assert.equal(retried.status, "queued");
+    const kept = Date.parse(retried.expiresAt) - before;
+    assert.ok(kept >= 86_400_000 - 1000 && kept <= 86_400_000 + 5000, `kept ${kept} ms`);
+    assert.equal((await getJob(product, key, soon)).expiresAt, retried.expiresAt);
+
+    const retriedLater: Json = await (await retryJob(product, key, later)).json();
+    assert.equal(retriedLater.expiresAt, laterExpiry);
+  }),
+);
+
+Deno.test(
   "Idempotency-Key: the same key and body give the same job; a different body is 422; keys are per API key",
   withProduct({}, async (product) => {
     const a = await product.createKey();
@@ -399,6 +472,146 @@ Deno.test(
 );
 
 Deno.test(
+  "Idempotency-Key: a repeat while the first is still uploading is 409 at once; after it, the same job",
+  withProduct({}, async (product) => {
+    const key = await product.createKey();
+    const headers = { ...key.auth, "idempotency-key": "slow-one" };
+    const held = heldBody("the ", "video");
+    const first = product.uploadStream(headers, held.body);
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the first request holds the key now
+
+    const during = await product.upload(headers, "the video");
+    assert.equal(during.status, 409);
+    assert.equal(await errorCode(during), "conflict");
+
+    held.finish();
+    const created = await first;
+    assert.equal(created.status, 202);
+    const { id } = await created.json();
+    const after = await product.upload(headers, "the video");
+    assert.equal(after.status, 202);
+    assert.equal(after.headers.get("idempotent-replayed"), "true");
+    assert.equal((await after.json()).id, id);
+    assert.deepEqual(await product.jobIds(), [id]);
+  }),
+);
+
+Deno.test(
+  "Idempotency-Key: once its job is deleted, or its first request died mid-upload, a repeat makes a new job",
+  withProduct({}, async (product) => {
+    const key = await product.createKey();
+    const headers = { ...key.auth, "idempotency-key": "order-7" };
+    const first = await newJob(product, headers, "the video");
+    await product.finish(first);
+    assert.equal((await deleteJob(product, key, first)).status, 204);
+
+    const again = await product.upload(headers, "the video");
+    assert.equal(again.status, 202, await again.clone().text());
+    assert.equal(again.headers.get("idempotent-replayed"), null);
+    const second: Json = await again.json();
+    assert.notEqual(second.id, first);
+    // The key names the new job now.
+    const replayed = await product.upload(headers, "the video");
+    assert.equal(replayed.headers.get("idempotent-replayed"), "true");
+    assert.equal((await replayed.json()).id, second.id);
+
+    // A first request that died after reserving its key (the Upload process was killed mid-upload) left the key
+    // naming a job that was never made, and nobody busy with it.
+    const crashed = { ...key.auth, "idempotency-key": "order-8" };
+    await product.metadata.reserve(`idempotency:${key.id}:order-8`, crypto.randomUUID(), 86_400);
+    const resent = await product.upload(crashed, "another video");
+    assert.equal(resent.status, 202, await resent.clone().text());
+    assert.equal(resent.headers.get("idempotent-replayed"), null);
+    const third: Json = await resent.json();
+    assert.deepEqual((await product.jobIds()).sort(), [second.id, third.id].sort());
+  }),
+);
+
+Deno.test(
+  "Idempotency-Key: the webhook_url is part of the request; another one with the same key is 422",
+  withProduct({}, async (product) => {
+    const key = await product.createKey();
+    const headers = { ...key.auth, "idempotency-key": "hooked" };
+    const query = "?webhook_url=https%3A%2F%2Fexample.com%2Fa";
+    const id = await newJob(product, headers, "the video", query);
+    const same = await product.upload(headers, "the video", query);
+    assert.equal(same.status, 202);
+    assert.equal((await same.json()).id, id);
+    for (const other of ["?webhook_url=https%3A%2F%2Fexample.com%2Fb", ""]) {
+      const response = await product.upload(headers, "the video", other);
+      assert.equal(response.status, 422, other);
+      assert.equal(await errorCode(response), "idempotency_key_reused");
+    }
+  }),
+);
+
+/** A public-address client allowed to fetch from 127.0.0.1, and a server there counting its requests. */
+function videoServer() {
+  let requests = 0;
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
+    requests++;
+    return new Response(`video at ${new URL(request.url).pathname}`, {
+      headers: { "content-type": "video/mp4" },
+    });
+  });
+  return {
+    url: (path: string) => `http://127.0.0.1:${server.addr.port}${path}`,
+    requests: () => requests,
+    close: () => server.shutdown(),
+  };
+}
+
+Deno.test("Idempotency-Key on URL imports: the same URL, options and webhook URL make one job", async () => {
+  const videos = videoServer();
+  try {
+    const publicHttp = createPublicHttp({ allow: parseCidrList("127.0.0.1/32") });
+    await withProduct({ publicHttp }, async (product) => {
+      const key = await product.createKey();
+      const send = (body: Record<string, unknown>, idempotencyKey = "import-1") =>
+        Promise.resolve(product.gateway.request("/v1/jobs", {
+          method: "POST",
+          headers: { ...key.auth, "content-type": "application/json", "idempotency-key": idempotencyKey },
+          body: JSON.stringify(body),
+        }));
+      const body = { url: videos.url("/a.mp4"), bitrate: 128, webhook_url: "https://example.com/hook" };
+      const first = await send(body);
+      assert.equal(first.status, 202, await first.clone().text());
+      assert.equal(first.headers.get("idempotent-replayed"), null);
+      const { id } = await first.json();
+
+      const repeat = await send({ ...body });
+      assert.equal(repeat.status, 202);
+      assert.equal(repeat.headers.get("idempotent-replayed"), "true");
+      assert.equal((await repeat.json()).id, id);
+      assert.equal(videos.requests(), 1, "a repeat fetches nothing");
+
+      for (
+        const other of [
+          { ...body, url: videos.url("/b.mp4") },
+          { ...body, bitrate: 192 },
+          { ...body, webhook_url: "https://example.com/other" },
+          { url: body.url, bitrate: 128 },
+        ]
+      ) {
+        const response = await send(other);
+        assert.equal(response.status, 422, JSON.stringify(other));
+        assert.equal(await errorCode(response), "idempotency_key_reused");
+      }
+      // An upload under a key an import used is another request too.
+      const upload = await product.upload({ ...key.auth, "idempotency-key": "import-1" }, "video at /a.mp4");
+      assert.equal(upload.status, 422);
+      await upload.body?.cancel();
+
+      assert.equal((await send(body, "import-2")).status, 202);
+      assert.equal(videos.requests(), 2);
+      assert.equal((await product.jobIds()).length, 2);
+    })();
+  } finally {
+    await videos.close();
+  }
+});
+
+Deno.test(
   "Expiry: the sweeper removes the files and marks the job expired; download and retry answer 410, GET still works",
   withProduct({ filesTtlMs: 1 }, async (product) => {
     const key = await product.createKey();
@@ -459,6 +672,104 @@ Deno.test(
 
     assert.deepEqual(await at(Date.parse(cached.expiresAt) + 1).runOnce(), [cached.id]);
     assert.equal(await product.stored(mp3), false);
+  }),
+);
+
+Deno.test(
+  "The sweeper cancels an expiring converting job and tells the workers, and removes the MP3 it may have left",
+  withProduct({ filesTtlMs: 1 }, async (product) => {
+    const key = await product.createKey();
+    const converting = await newJob(product, key.auth, "converting video");
+    await product.event(converting, { type: "job.progress", progress: 0.5 });
+    const done = await newJob(product, key.auth, "done video");
+    await product.finish(done);
+    // The worker's MP3 of the converting job, stored just before its cancel.
+    await product.blobs.put(jobKeys(converting).outputKey, ReadableStream.from([new Uint8Array([1])]));
+    const heard: string[] = [];
+    const subscription = await product.cancels.subscribe((message) => void heard.push(message.jobId));
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.deepEqual((await product.sweeper.runOnce()).sort(), [converting, done].sort());
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.deepEqual(heard, [converting], "only the unfinished job is cancelled");
+      assert.equal((await getJob(product, key, converting)).status, "cancelled");
+      assert.equal(await product.stored(jobKeys(converting).outputKey), false);
+      assert.equal(await product.stored(jobKeys(converting).inputKey), false);
+    } finally {
+      await subscription.close();
+    }
+  }),
+);
+
+Deno.test(
+  "A sweeper pass that dies after Metadata's expire leaves no orphan file: the next pass removes them",
+  withProduct({ filesTtlMs: 60_000 }, async (product) => {
+    const key = await product.createKey();
+    const first = await newJob(product, key.auth, "shared video");
+    await product.finish(first, "shared mp3");
+    const own = await newJob(product, key.auth, "own video");
+    await product.finish(own, "own mp3");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const cached: Json = await (await product.upload(key.auth, "shared video")).json();
+    assert.equal(cached.cached, true);
+    const mp3 = jobKeys(first).outputKey;
+
+    const latest = Math.max(
+      ...await Promise.all(
+        [first, own].map(async (id) => Date.parse((await getJob(product, key, id)).expiresAt)),
+      ),
+    );
+    const at = (ms: number, metadata = product.metadata) =>
+      createSweeper({ blobs: product.blobs, metadata, now: () => new Date(ms) });
+    // The Upload process dies right after Metadata answered, before any file is removed.
+    const dying: MetadataClient = {
+      ...product.metadata,
+      async expireJob(id, options) {
+        await product.metadata.expireJob(id, options);
+        throw new Error("the Upload process died here");
+      },
+    };
+    await assert.rejects(at(latest + 1, dying).runOnce(), /died here/);
+    await assert.rejects(at(latest + 1, dying).runOnce(), /died here/, "it dies again, on the same job");
+
+    assert.deepEqual((await at(latest + 1).runOnce()).sort(), [first, own].sort());
+    for (const id of [first, own]) {
+      assert.ok((await getJob(product, key, id)).expiredAt, id);
+      assert.equal(await product.stored(jobKeys(id).inputKey), false, id);
+    }
+    assert.equal(await product.stored(jobKeys(own).outputKey), false, "the orphan MP3 was removed");
+    // The shared MP3 was let go of by `first` once, however often its expiry began: `cached` still has it.
+    assert.ok(await product.stored(mp3));
+    const download = await product.gateway.request(`/v1/jobs/${cached.id}/download`, { headers: key.auth });
+    assert.equal(download.status, 200);
+    assert.equal(await download.text(), "shared mp3");
+    assert.deepEqual(await at(Date.parse(cached.expiresAt) + 1).runOnce(), [cached.id]);
+    assert.equal(await product.stored(mp3), false);
+  }),
+);
+
+Deno.test(
+  "The sweeper leaves alone a job retried (and given a later expiry) after it was listed",
+  withProduct({ filesTtlMs: 1 }, async (product) => {
+    const key = await product.createKey();
+    const id = await newJob(product, key.auth, "fails, then is retried");
+    await product.fail(id);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const metadata: MetadataClient = {
+      ...product.metadata,
+      async expiring(before, limit) {
+        const found = await product.metadata.expiring(before, limit);
+        await product.metadata.retryJob(id, { owner: key.id }, {
+          keepUntil: new Date(Date.now() + 60_000).toISOString(),
+        });
+        return found;
+      },
+    };
+    assert.deepEqual(await createSweeper({ blobs: product.blobs, metadata }).runOnce(), []);
+    const job: Json = await getJob(product, key, id);
+    assert.equal(job.status, "queued");
+    assert.equal(job.expiredAt, undefined);
+    assert.ok(await product.stored(jobKeys(id).inputKey));
   }),
 );
 

@@ -33,11 +33,21 @@ export function createDownloadLinks(secret: string, lifetimeSeconds: number): Do
   );
   const signature = async (id: string, expires: string) =>
     base64url(await crypto.subtle.sign("HMAC", await key, encoder.encode(`download\n${id}\n${expires}`)));
+  // The links signed lately: a client polling a job gets the same link for a second (its expiry is in whole
+  // seconds), and it is signed once. Forgotten all at once when full.
+  const recent = new Map<string, string>();
   return {
     async sign(id, now = new Date()) {
       const expires = String(Math.floor(now.getTime() / 1000) + lifetimeSeconds);
-      const query = new URLSearchParams({ expires, sig: await signature(id, expires) });
-      return `/v1/jobs/${encodeURIComponent(id)}/download?${query}`;
+      const memo = `${id}\n${expires}`;
+      let link = recent.get(memo);
+      if (link === undefined) {
+        const query = new URLSearchParams({ expires, sig: await signature(id, expires) });
+        link = `/v1/jobs/${encodeURIComponent(id)}/download?${query}`;
+        if (recent.size >= 1000) recent.clear();
+        recent.set(memo, link);
+      }
+      return link;
     },
     async verify(id, expires, sig, now = new Date()) {
       if (!expires || !sig || !/^\d{1,12}$/.test(expires)) return false;

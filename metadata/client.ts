@@ -26,6 +26,11 @@ export interface FilesToRemove {
   outputKey: string | null;
 }
 
+/** The files of a job whose expiry began, and whether it is cancelled (its workers must be told). */
+export interface ExpiringFiles extends FilesToRemove {
+  cancelled: boolean;
+}
+
 /** A job as the Metadata API answers it (the public form). */
 export type PublicJob = Record<string, unknown> & { id: string; status: string };
 
@@ -42,8 +47,11 @@ export interface MetadataClient {
   ): Promise<{ jobs: PublicJob[]; next: string | null }>;
   /** Cancels an unfinished job (a finished one is answered as it is). */
   cancelJob(id: string, scope: Scope): Promise<PublicJob>;
-  /** Queues a failed job again (conflict unless it failed). */
-  retryJob(id: string, scope: Scope): Promise<PublicJob>;
+  /**
+   * Queues a failed job again (conflict unless it failed), back in the outbox until `markPublished`; with
+   * `keepUntil` (an ISO time), its files are kept at least until then.
+   */
+  retryJob(id: string, scope: Scope, options?: { keepUntil?: string }): Promise<PublicJob>;
   /** Deletes a finished job's record; answers which files to remove. */
   deleteJob(id: string, scope: Scope): Promise<FilesToRemove>;
   /**
@@ -51,16 +59,42 @@ export interface MetadataClient {
    * a valid key.
    */
   authenticate(token: string): Promise<{ key: KeyInfo; rate: RateDecision }>;
-  /** Admits a new job of `owner` of `bytes` against the key's quotas (quota_exceeded if not). */
-  admit(owner: string, bytes: number): Promise<void>;
+  /**
+   * `authenticate` and, if the rate allows the request, `getJob(id, { owner: key.id })`, in one call (the Gateway's
+   * status reads); `job` is null when there is none in the key's scope or the rate refused the request. Optional:
+   * where a client lacks it, the Gateway makes the two calls.
+   */
+  authenticateJob?(
+    token: string,
+    id: string,
+  ): Promise<{ key: KeyInfo; rate: RateDecision; job: PublicJob | null }>;
+  /**
+   * Admits a new job of `owner` of `bytes` against the key's quotas (quota_exceeded if not). With `jobId`, the job
+   * holds an admission slot until {@linkcode MetadataClient.admitted} (call it once the job is recorded, or will
+   * not be), which makes admissions at once count each other; without, concurrent admissions may pass together.
+   */
+  admit(owner: string, bytes: number, jobId?: string): Promise<void>;
+  /** Frees the admission slot of `jobId` (see `admit`): the job is recorded now, or will never be. */
+  admitted(owner: string, jobId: string): Promise<void>;
+  /**
+   * Asks, counting nothing, whether `owner` may start a job now with `bytes` more today (quota_exceeded if not):
+   * the early refusal before an upload is read. The exact check is `admit`, once the upload is stored.
+   */
+  checkQuota(owner: string, bytes: number): Promise<void>;
   /** Reserves `name` for `value` (an idempotency key for a job id): the value that holds it now. */
   reserve(name: string, value: string, ttlSeconds: number): Promise<string>;
   /** Gives up a reservation if `value` still holds it. */
   unreserve(name: string, value: string): Promise<void>;
   /** Ids of jobs whose files are due for removal. */
   expiring(before: Date, limit: number): Promise<string[]>;
-  /** Marks a job expired; answers which files to remove. */
-  expireJob(id: string): Promise<FilesToRemove>;
+  /**
+   * Begins a job's expiry: cancels it if unfinished, lets go of its MP3, and answers which files to remove (and
+   * whether the job is cancelled); conflict when it is not due `before` (retried since). Safe to repeat. The job is
+   * marked expired by `markExpired`, once its files are removed.
+   */
+  expireJob(id: string, options?: { before?: Date }): Promise<ExpiringFiles>;
+  /** Marks a job expired (its files are removed): its download answers 410 from now on. */
+  markExpired(id: string): Promise<void>;
   /** Where the job's MP3 is stored; null if the job is unknown or has no MP3. */
   outputKey(id: string): Promise<string | null>;
   /** Records that the job's task is published (it leaves the outbox). */
@@ -132,9 +166,13 @@ export function createMetadataClient(fetcher: Fetcher): MetadataClient {
         await call(`/jobs/${encodeURIComponent(id)}/cancel`, { method: "POST", headers: scoped(scope) }),
       );
     },
-    async retryJob(id, scope) {
+    async retryJob(id, scope, options = {}) {
       return await answer(
-        await call(`/jobs/${encodeURIComponent(id)}/retry`, { method: "POST", headers: scoped(scope) }),
+        await call(`/jobs/${encodeURIComponent(id)}/retry`, {
+          method: "POST",
+          headers: { ...scoped(scope), ...json },
+          body: JSON.stringify(options),
+        }),
       );
     },
     async deleteJob(id, scope) {
@@ -147,12 +185,39 @@ export function createMetadataClient(fetcher: Fetcher): MetadataClient {
         await call("/auth", { method: "POST", headers: json, body: JSON.stringify({ token }) }),
       );
     },
-    async admit(owner, bytes) {
+    async authenticateJob(token, id) {
+      return await answer(
+        await call(`/auth/jobs/${encodeURIComponent(id)}`, {
+          method: "POST",
+          headers: json,
+          body: JSON.stringify({ token }),
+        }),
+      );
+    },
+    async admit(owner, bytes, jobId) {
       await answer(
         await call(`/owners/${encodeURIComponent(owner)}/admit`, {
           method: "POST",
           headers: json,
-          body: JSON.stringify({ bytes }),
+          body: JSON.stringify({ bytes, jobId }),
+        }),
+      );
+    },
+    async admitted(owner, jobId) {
+      const response = await call(`/owners/${encodeURIComponent(owner)}/admitted`, {
+        method: "POST",
+        headers: json,
+        body: JSON.stringify({ jobId }),
+      });
+      if (!response.ok) throw await failure(response);
+      await response.body?.cancel();
+    },
+    async checkQuota(owner, bytes) {
+      await answer(
+        await call(`/owners/${encodeURIComponent(owner)}/admit`, {
+          method: "POST",
+          headers: json,
+          body: JSON.stringify({ bytes, check: true }),
         }),
       );
     },
@@ -173,8 +238,16 @@ export function createMetadataClient(fetcher: Fetcher): MetadataClient {
       const query = new URLSearchParams({ before: before.toISOString(), limit: String(limit) });
       return (await answer<{ ids: string[] }>(await call(`/expiring?${query}`))).ids;
     },
-    async expireJob(id) {
-      return await answer(await call(`/jobs/${encodeURIComponent(id)}/expire`, { method: "POST" }));
+    async expireJob(id, options = {}) {
+      const body = JSON.stringify({ before: options.before?.toISOString() });
+      return await answer(
+        await call(`/jobs/${encodeURIComponent(id)}/expire`, { method: "POST", headers: json, body }),
+      );
+    },
+    async markExpired(id) {
+      const response = await call(`/jobs/${encodeURIComponent(id)}/expired`, { method: "POST" });
+      if (!response.ok) throw await failure(response);
+      await response.body?.cancel();
     },
     async outputKey(id) {
       const response = await call(`/jobs/${encodeURIComponent(id)}/output`);

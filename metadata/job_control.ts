@@ -88,14 +88,22 @@ export function createJobControlRoutes(deps: JobControlDeps): Hono {
     if (job.status !== "failed") {
       throw new AppError("conflict", `Job ${job.id} is ${job.status}; only a failed job can be retried`);
     }
+    // A retried job keeps its files at least until `keepUntil` (the caller's choice, see upload/job_control.ts), so
+    // that it does not expire before it is converted again and downloaded.
+    const body = await c.req.json().catch(() => ({}));
+    const keepUntil = typeof body?.keepUntil === "string" ? Date.parse(body.keepUntil) : NaN;
     // Only the call whose event moved the job from failed to queued retries it: of retries sent at once, the
-    // others find it queued already (409), so its task is published once.
+    // others find it queued already (409), so its task is published once. The store puts it back in the outbox,
+    // so that a crash before its task is published leaves it to the reconciler (upload/reconciler.ts).
     const event: JobEvent = { type: "job.retried", version: 1, jobId: job.id, at: now().toISOString() };
     let before: Job | null = null;
     const retried = await storeCall(store.update(job.id, (current) => {
       const next = applyEvent(current, event);
       before = next === current ? null : current;
-      return next;
+      if (next === current || next.expiresAt === undefined || !(keepUntil > Date.parse(next.expiresAt))) {
+        return next;
+      }
+      return { ...next, expiresAt: new Date(keepUntil).toISOString() };
     }));
     if (!retried) throw new AppError("not_found", `There is no job ${JSON.stringify(job.id)}`);
     if (!before) {
@@ -129,11 +137,26 @@ export function createJobControlRoutes(deps: JobControlDeps): Hono {
     return c.json({ ids: await storeCall(store.expiring(before, limit)) });
   });
 
-  // Marks a job expired (its files are going) and answers which files to remove. An unfinished job is cancelled
-  // first: its files are going whatever it was doing.
+  // Begins a job's expiry, for the sweeper: cancels it if unfinished (its files are going whatever it was doing),
+  // lets go of its MP3, and answers which files to remove and whether the job is cancelled (the workers are then
+  // told). The job is marked expired only after (POST /jobs/:id/expired), once its files are gone: a sweeper that
+  // dies in between finds the job again and does it again, which is harmless (letting go of an MP3 twice is
+  // letting go of it once). `before` (the sweeper's now): a job whose expiry moved past it since it was listed
+  // (retried) is a conflict, and left alone.
   app.post("/jobs/:id/expire", async (c) => {
     let job = await mustGetScoped(store, c.req.param("id"), null);
+    const body = await c.req.json().catch(() => ({}));
+    const before = typeof body?.before === "string" ? Date.parse(body.before) : NaN;
+    if (!job.expiredAt && job.expiresAt !== undefined && before <= Date.parse(job.expiresAt)) {
+      throw new AppError("conflict", `Job ${job.id} expires at ${job.expiresAt}, not yet`);
+    }
     if (job.status === "queued" || job.status === "converting") job = await record(job.id, "job.cancelled");
+    return c.json({ ...(await letGo(job)), cancelled: job.status === "cancelled" });
+  });
+
+  // Marks a job expired, once its files are removed: its download answers 410 from now on.
+  app.post("/jobs/:id/expired", async (c) => {
+    const job = await mustGetScoped(store, c.req.param("id"), null);
     const at = now().toISOString();
     const expired = await storeCall(
       store.update(
@@ -142,7 +165,7 @@ export function createJobControlRoutes(deps: JobControlDeps): Hono {
       ),
     );
     if (!expired) throw new AppError("not_found", `There is no job ${JSON.stringify(job.id)}`);
-    return c.json(await letGo(expired));
+    return c.body(null, 204);
   });
 
   return app;

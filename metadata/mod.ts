@@ -7,6 +7,7 @@ export { createMetadataApp, type MetadataAppDeps } from "./app.ts";
 export { type EventConsumerOptions, startEventConsumer } from "./event_consumer.ts";
 export {
   createMetadataClient,
+  type ExpiringFiles,
   type FilesToRemove,
   type MetadataClient,
   type PublicJob,

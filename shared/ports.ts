@@ -66,7 +66,10 @@ export interface JobStore {
   get(id: string): Promise<Job | null>;
   /** Stores a new job (in the outbox too if it is queued); false (and nothing written) if one with that id exists. */
   insert(job: Job): Promise<boolean>;
-  /** Atomically replaces the job with `change(job)`; null if there is no such job. A final job leaves the outbox. */
+  /**
+   * Atomically replaces the job with `change(job)`; null if there is no such job. A final job leaves the outbox; a
+   * final job queued again (a retry) enters it again, as of its `updatedAt`.
+   */
   update(id: string, change: (job: Job) => Job): Promise<Job | null>;
   /** Takes the job out of the outbox: its task is published. */
   markPublished(id: string): Promise<void>;
@@ -149,11 +152,21 @@ export interface UsageStore {
   addBytes(subject: string, day: string, bytes: number, limit: number): Promise<number | null>;
   /**
    * Reserves `name` for `value` for `ttlSeconds` (SET NX): the value that holds it now, which is `value` when this
-   * call reserved it. Idempotency keys use it.
+   * call reserved it. When `value` holds it already, its time to live is set to `ttlSeconds` again (a holder keeps
+   * its reservation alive by reserving again). Idempotency keys use it.
    */
   reserve(name: string, value: string, ttlSeconds: number): Promise<string>;
   /** Gives up a reservation, if `value` still holds it. */
   unreserve(name: string, value: string): Promise<void>;
+  /**
+   * Takes one of `subject`'s `limit` slots for `holder` until `ttlSeconds` from now, atomically: every holder of a
+   * slot now (`holder` among them) when taken, or null (nothing changed) when `limit` others hold one. A holder
+   * taking its slot again keeps it (whatever the limit) with the new time to live; an expired slot is free. Job
+   * admission uses it to count the jobs being admitted at once.
+   */
+  claimSlot(subject: string, holder: string, limit: number, ttlSeconds: number): Promise<string[] | null>;
+  /** Frees `holder`'s slot of `subject`, if it holds one. */
+  releaseSlot(subject: string, holder: string): Promise<void>;
 }
 
 /** A way to reach another service's HTTP API: `fetch` over the network, or a Hono app's own `fetch`. */

@@ -64,16 +64,27 @@ export function createAccept(deps: AcceptDeps): Accept {
         throw new AppError("unsupported_input", `Cannot convert "${filename}": the file is empty`);
       }
       const owner = stored.extra?.owner;
-      // The key's quotas (jobs at once, bytes a day); a caller without a key has none.
-      if (owner !== undefined) await metadata.admit(owner, size);
-      const job = await metadata.createJob({
-        ...stored.extra,
-        id,
-        input: sha256 === undefined ? { filename, size } : { filename, size, sha256 },
-        options,
-        cacheKey: sha256 === undefined ? undefined : await cacheKey(sha256, options, owner),
-        expiresAt: new Date(now().getTime() + filesTtlMs).toISOString(),
-      });
+      // The key's quotas (jobs at once, bytes a day); a caller without a key has none. The job holds an admission
+      // slot from here until it is recorded (or is not), so that uploads at once count each other.
+      if (owner !== undefined) await metadata.admit(owner, size, id);
+      let job: PublicJob;
+      try {
+        job = await metadata.createJob({
+          ...stored.extra,
+          id,
+          input: sha256 === undefined ? { filename, size } : { filename, size, sha256 },
+          options,
+          cacheKey: sha256 === undefined ? undefined : await cacheKey(sha256, options, owner),
+          expiresAt: new Date(now().getTime() + filesTtlMs).toISOString(),
+        });
+      } finally {
+        // Only after the job is in the store, where the next admissions count it (or after it failed to be).
+        if (owner !== undefined) {
+          await metadata.admitted(owner, id).catch((e) =>
+            console.error(`Job ${id}: could not free its admission slot (it ends by itself):`, e)
+          );
+        }
+      }
       recorded = true;
       if (job.status === "done") {
         // The same bytes were converted with the same options before: the job is done already, from that MP3.

@@ -72,6 +72,23 @@ function pickOptions(source: Record<string, string | undefined>): Record<string,
   return picked;
 }
 
+/** What a form's other parts (its boundaries, headers and text fields) may add to its file's size, at most. */
+const FORM_OVERHEAD_BYTES = 64 * 1024;
+
+/**
+ * The least size the uploaded file can have, from the declared size of the body (Content-Length, or the
+ * x-content-length the Gateway passes on): all of it for a raw body, less room for a form's other parts. 0 when
+ * nothing is declared.
+ */
+function declaredFileBytes(request: Request): number {
+  const declared = Number(
+    request.headers.get("content-length") ?? request.headers.get("x-content-length") ?? NaN,
+  );
+  if (!Number.isSafeInteger(declared) || declared <= 0) return 0;
+  const form = (request.headers.get("content-type") ?? "").toLowerCase().startsWith("multipart/");
+  return form ? Math.max(0, declared - FORM_OVERHEAD_BYTES) : declared;
+}
+
 /** Creates the Upload HTTP app. */
 export function createUploadApp(deps: UploadAppDeps): Hono {
   const { blobs, maxUploadBytes, presignSeconds = 300 } = deps;
@@ -103,28 +120,47 @@ export function createUploadApp(deps: UploadAppDeps): Hono {
     const owner = c.req.header(OWNER_HEADER) || undefined;
     const webhookUrl = webhookUrlOf(c.req.query("webhook_url"));
     const idempotencyKey = idempotencyKeyOf(c.req.header("idempotency-key"));
-    const claim = idempotencyKey ? await claimKey(metadata, owner, idempotencyKey) : undefined;
+    const claim = idempotencyKey
+      ? await claimKey(metadata, owner, idempotencyKey).catch(async (error) => {
+        await c.req.raw.body?.cancel().catch(() => {});
+        throw error;
+      })
+      : undefined;
     if (claim && !claim.first) {
-      // A repeat: what was sent is hashed, never stored, and compared with the job the key names.
-      const { result: sha256, fields } = await receiveUpload(c.req.raw, async (file) => {
-        const tap = sha256Tap();
-        await file.stream.pipeThrough(tap.stream).pipeTo(new WritableStream());
-        return tap.digest();
-      }, { maxBytes: maxUploadBytes, stall: deps.stall });
-      const options = parseOptions({ ...pickOptions(fields), ...queryOptions });
-      const job = await replay(metadata, claim, { content: sha256, options }, (job) => {
-        return (job.input as { sha256?: string } | undefined)?.sha256;
-      });
-      return c.json(job, 202, { "idempotent-replayed": "true" });
+      try {
+        // A repeat: what was sent is hashed, never stored, and compared with the job the key names.
+        const { result: sha256, fields } = await receiveUpload(c.req.raw, async (file) => {
+          const tap = sha256Tap();
+          await file.stream.pipeThrough(tap.stream).pipeTo(new WritableStream());
+          return tap.digest();
+        }, { maxBytes: maxUploadBytes, stall: deps.stall });
+        const options = parseOptions({ ...pickOptions(fields), ...queryOptions });
+        const job = await replay(metadata, claim, {
+          content: sha256,
+          options,
+          webhookUrl: webhookUrl ?? webhookUrlOf(fields.webhook_url),
+        });
+        return c.json(job, 202, { "idempotent-replayed": "true" });
+      } finally {
+        await claim.end();
+      }
     }
     const id = claim?.id ?? crypto.randomUUID();
     try {
+      if (owner !== undefined) {
+        // The key's quotas, before a byte is read: an over-quota client is told at once. The exact check follows
+        // once the upload is stored (accept.ts).
+        await metadata.checkQuota(owner, declaredFileBytes(c.req.raw)).catch(async (error) => {
+          await c.req.raw.body?.cancel().catch(() => {});
+          throw error;
+        });
+      }
       return c.json(await receiveAndAccept(c.req.raw, id, queryOptions, { owner, webhookUrl }), 202);
     } catch (error) {
-      await claim?.release().catch((e) =>
-        console.error(`Could not free the Idempotency-Key of job ${id}:`, e)
-      );
+      await claim?.release();
       throw error;
+    } finally {
+      await claim?.end();
     }
   });
 

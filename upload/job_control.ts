@@ -16,6 +16,7 @@ import {
   type Queue,
 } from "@vmp3/shared";
 import { type MetadataClient, OWNER_HEADER, type Scope } from "@vmp3/metadata";
+import { DEFAULT_FILES_TTL_MS } from "./accept.ts";
 
 /** What the job control routes need. */
 export interface JobControlDeps {
@@ -24,8 +25,17 @@ export interface JobControlDeps {
   metadata: MetadataClient;
   /** Tells every Convert worker a job was cancelled; absent, a running conversion ends on its own (ignored). */
   cancels?: Broadcast<JobCancel>;
+  /** How long a job's files are kept from its creation, in ms (a retry keeps them a while longer, see below). */
+  filesTtlMs?: number;
   now?: () => Date;
 }
+
+/**
+ * How long a retried job's files are kept at least, from the retry, in ms: a day (or the files' own lifetime, if
+ * shorter), so that a job retried just before its expiry is converted again and can be downloaded. A job that
+ * expires later keeps its expiry.
+ */
+export const RETRY_KEEP_MS = 86_400_000;
 
 function scopeOf(header: string | undefined): Scope {
   return header ? { owner: header } : {};
@@ -33,7 +43,7 @@ function scopeOf(header: string | undefined): Scope {
 
 /** Creates the job control routes. */
 export function createJobControlRoutes(deps: JobControlDeps): Hono {
-  const { blobs, tasks, metadata, cancels, now = () => new Date() } = deps;
+  const { blobs, tasks, metadata, cancels, filesTtlMs = DEFAULT_FILES_TTL_MS, now = () => new Date() } = deps;
   const app = new Hono();
   const removeQuietly = (key: string) =>
     blobs.delete(key).catch((error) => console.error(`Could not remove ${key}:`, error));
@@ -74,9 +84,21 @@ export function createJobControlRoutes(deps: JobControlDeps): Hono {
     if (job.status === "failed" && !(await blobs.head(jobKeys(id).inputKey))) {
       throw new AppError("conflict", `Job ${id} cannot be retried: its video is no longer stored`);
     }
-    // Queued again, it counts against its key's jobs at once like a new one (its bytes were counted already).
-    if (job.status === "failed" && scope.owner) await metadata.admit(scope.owner, 0);
-    const retried = await metadata.retryJob(id, scope);
+    // Queued again, it counts against its key's jobs at once like a new one (its bytes were counted already),
+    // holding an admission slot until it is queued in the store.
+    const owner = job.status === "failed" ? scope.owner : undefined;
+    if (owner) await metadata.admit(owner, 0, id);
+    let retried;
+    try {
+      const keepUntil = new Date(now().getTime() + Math.min(filesTtlMs, RETRY_KEEP_MS)).toISOString();
+      retried = await metadata.retryJob(id, scope, { keepUntil });
+    } finally {
+      if (owner) {
+        await metadata.admitted(owner, id).catch((e) =>
+          console.error(`Job ${id}: could not free its admission slot (it ends by itself):`, e)
+        );
+      }
+    }
     const filename = String((retried.input as { filename?: string }).filename ?? "video");
     const options = parseOptions((retried.options ?? {}) as Record<string, unknown>);
     try {
@@ -96,6 +118,10 @@ export function createJobControlRoutes(deps: JobControlDeps): Hono {
       }).catch((e) => console.error(`Could not mark job ${id} failed again:`, e));
       throw failure;
     }
+    // The task is out: the job leaves the outbox (should this fail, the reconciler publishes it again, harmlessly).
+    await metadata.markPublished(id).catch((e) =>
+      console.error(`Job ${id}: could not mark it published:`, e)
+    );
     return c.json(retried, 202);
   });
 

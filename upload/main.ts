@@ -32,6 +32,8 @@ export async function run(config: UploadEnv) {
   const broker = createRabbitBroker(config.RABBITMQ_URL, { name: "upload" });
   const tasks = broker.queue(TASK_QUEUE, ConversionRequested);
   const metadata = createMetadataClient(httpFetcher(config.METADATA_URL));
+  // Every worker hears a cancel (a client's, or the sweeper's of an expired job), and the one converting it stops.
+  const cancels = broker.broadcast(CANCEL_EXCHANGE, JobCancel);
   const crashOn = config.UPLOAD_TEST_CRASH_FILENAME;
   if (crashOn !== undefined) {
     console.error(
@@ -43,8 +45,7 @@ export async function run(config: UploadEnv) {
     blobs,
     tasks,
     metadata,
-    // Every worker hears a cancel, and the one converting that job stops it.
-    cancels: broker.broadcast(CANCEL_EXCHANGE, JobCancel),
+    cancels,
     filesTtlMs: config.FILES_TTL_SECONDS * 1000,
     maxUploadBytes: config.MAX_UPLOAD_BYTES,
     // Import from URL: fetches only public addresses (and IMPORT_ALLOW_CIDRS), checked at connect time.
@@ -72,7 +73,7 @@ export async function run(config: UploadEnv) {
     graceMs: config.RECONCILE_GRACE_SECONDS * 1000,
   })
     .start(config.RECONCILE_SECONDS * 1000);
-  const sweeper = createSweeper({ blobs, metadata }).start(config.SWEEP_SECONDS * 1000);
+  const sweeper = createSweeper({ blobs, metadata, cancels }).start(config.SWEEP_SECONDS * 1000);
   const uploadSweep = createPendingUploadSweeper({ blobs, parts }).start(config.UPLOAD_SWEEP_SECONDS * 1000);
   return serveUntilSignal(app, config, async () => {
     await sweeper.stop();

@@ -18,6 +18,7 @@ import type { PublicHttp } from "@vmp3/adapters/public-http";
 import { type AcceptDeps, createAccept } from "./accept.ts";
 import { filenameFromDisposition } from "./receive.ts";
 import { uploadFields } from "./upload_fields.ts";
+import { claimKey, holdKey, idempotencyKeyOf, importPrint, replayImport } from "./idempotency.ts";
 
 /** What URL import needs. */
 export interface UrlImportDeps extends AcceptDeps {
@@ -114,8 +115,19 @@ export function createUrlImportApp(deps: UrlImportDeps): Hono {
     const fields = uploadFields({ webhookUrl: body.webhookUrl, options: body.options });
     if (!publicHttp) throw new AppError("not_implemented", "Import from URL is not enabled on this server");
     const owner = c.req.header(OWNER_HEADER) || undefined;
+    // Idempotency-Key (upload/idempotency.ts): the same URL, options and webhook URL under one key make one job.
+    const idempotencyKey = idempotencyKeyOf(c.req.header("idempotency-key"));
+    const print = idempotencyKey ? await importPrint(body.url, fields.options, fields.webhookUrl) : undefined;
+    const claim = idempotencyKey ? await claimKey(deps.metadata, owner, idempotencyKey, print) : undefined;
+    await using held = holdKey(claim);
+    if (claim && !claim.first) {
+      held.answered();
+      return c.json(await replayImport(deps.metadata, claim, print!), 202, { "idempotent-replayed": "true" });
+    }
+    // The key's jobs at once, before anything is fetched; the exact check follows once the video is stored.
+    if (owner !== undefined) await deps.metadata.checkQuota(owner, 0);
 
-    const id = crypto.randomUUID();
+    const id = claim?.id ?? crypto.randomUUID();
     const { inputKey } = jobKeys(id);
     const response = await publicHttp.request(body.url, {
       maxBytes: maxUploadBytes,
@@ -157,6 +169,7 @@ export function createUrlImportApp(deps: UrlImportDeps): Hono {
       options: fields.options,
       extra: { owner, webhookUrl: fields.webhookUrl },
     });
+    held.answered();
     return c.json(job, 202);
   });
 

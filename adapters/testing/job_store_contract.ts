@@ -217,4 +217,39 @@ export function testJobStore(
     assert.deepEqual(await store.expiring(at(100), 10), []);
     assert.deepEqual(await store.unpublished(at(100), 10), []);
   });
+
+  test("a failed job queued again re-enters the outbox as of then, until published or final", async (store) => {
+    const job = make(1);
+    await insertAll(store, [job]);
+    await store.markPublished(job.id);
+    const failed = await store.update(
+      job.id,
+      (j) => ({ ...j, status: "failed", updatedAt: at(5).toISOString() }),
+    );
+    assert.equal(failed?.status, "failed");
+    assert.deepEqual(await store.unpublished(at(100), 10), []);
+    await store.update(job.id, (j) => ({ ...j, status: "queued", updatedAt: at(10).toISOString() }));
+    assert.deepEqual(
+      await store.unpublished(at(10), 10),
+      [],
+      "in the outbox from its retry, not its creation",
+    );
+    assert.deepEqual(await store.unpublished(at(10.001), 10), [job.id]);
+    // Progress of a queued job does not move it in the outbox.
+    await store.update(job.id, (j) => ({ ...j, progress: 0.1, updatedAt: at(20).toISOString() }));
+    assert.deepEqual(await store.unpublished(at(10.001), 10), [job.id]);
+    await store.markPublished(job.id);
+    assert.deepEqual(await store.unpublished(at(100), 10), []);
+
+    // Retried again, then failed before it was published: it leaves the outbox, as any final job.
+    await store.update(job.id, (j) => ({ ...j, status: "failed", updatedAt: at(30).toISOString() }));
+    await store.update(job.id, (j) => ({ ...j, status: "queued", updatedAt: at(40).toISOString() }));
+    assert.deepEqual(await store.unpublished(at(100), 10), [job.id]);
+    await store.update(job.id, (j) => ({ ...j, status: "failed", updatedAt: at(50).toISOString() }));
+    assert.deepEqual(await store.unpublished(at(100), 10), []);
+    // And a removed one.
+    await store.update(job.id, (j) => ({ ...j, status: "queued", updatedAt: at(60).toISOString() }));
+    await store.remove(job.id);
+    assert.deepEqual(await store.unpublished(at(100), 10), []);
+  });
 }

@@ -148,4 +148,79 @@ export function testUsageStore(
     assert.equal(new Set(holders).size, 1);
     assert.match(holders[0], /^job-\d+$/);
   });
+
+  test("the holder reserving again keeps its reservation for the new ttl", async (store) => {
+    assert.equal(await store.reserve("idem-1", "job-a", 1), "job-a");
+    await sleep(600);
+    assert.equal(await store.reserve("idem-1", "job-a", 2), "job-a", "renewed for 2 s from now");
+    await sleep(700); // 1.3 s after the first reservation: past its first ttl, within the renewed one
+    assert.equal(await store.reserve("idem-1", "job-b", 60), "job-a");
+    await sleep(1500);
+    assert.equal(await store.reserve("idem-1", "job-b", 60), "job-b", "the renewed ttl ended too");
+  });
+
+  test("claimSlot hands out `limit` slots, answers their holders, and refuses the next without change", async (store) => {
+    assert.deepEqual(await store.claimSlot("k1", "job-a", 2, 60), ["job-a"]);
+    assert.deepEqual((await store.claimSlot("k1", "job-b", 2, 60))?.sort(), ["job-a", "job-b"]);
+    assert.equal(await store.claimSlot("k1", "job-c", 2, 60), null);
+    assert.deepEqual(
+      (await store.claimSlot("k1", "job-a", 2, 60))?.sort(),
+      ["job-a", "job-b"],
+      "a holder claiming again keeps its slot",
+    );
+    assert.deepEqual(
+      (await store.claimSlot("k1", "job-a", 1, 60))?.sort(),
+      ["job-a", "job-b"],
+      "whatever the limit",
+    );
+    assert.deepEqual(
+      await store.claimSlot("k2", "job-c", 2, 60),
+      ["job-c"],
+      "another subject has its own slots",
+    );
+  });
+
+  test("releaseSlot frees the holder's slot; releasing a slot not held does nothing", async (store) => {
+    assert.deepEqual(await store.claimSlot("k1", "job-a", 1, 60), ["job-a"]);
+    await store.releaseSlot("k1", "job-b");
+    await store.releaseSlot("never", "job-a");
+    assert.equal(await store.claimSlot("k1", "job-b", 1, 60), null);
+    await store.releaseSlot("k1", "job-a");
+    assert.deepEqual(await store.claimSlot("k1", "job-b", 1, 60), ["job-b"]);
+    await store.releaseSlot("k1", "job-a"); // released already: not an error, and job-b keeps its slot
+    assert.equal(await store.claimSlot("k1", "job-c", 1, 60), null);
+  });
+
+  test("a slot is free once its ttl has passed, and a renewed one lasts its new ttl", async (store) => {
+    assert.deepEqual(await store.claimSlot("k1", "job-a", 2, 1), ["job-a"]);
+    assert.deepEqual((await store.claimSlot("k1", "job-b", 2, 1))?.sort(), ["job-a", "job-b"]);
+    await sleep(500);
+    assert.ok(await store.claimSlot("k1", "job-b", 2, 3), "job-b renewed for 3 s");
+    await sleep(700);
+    assert.deepEqual(
+      (await store.claimSlot("k1", "job-c", 2, 60))?.sort(),
+      ["job-b", "job-c"],
+      "job-a's slot ended, job-b's did not",
+    );
+  });
+
+  test("of concurrent claims, exactly `limit` win and each winner sees the holders up to then", async (store) => {
+    const results = await Promise.all(
+      Array.from({ length: 30 }, (_, i) => store.claimSlot("busy", `job-${i}`, 5, 60)),
+    );
+    const won = results.flatMap((holders, i) => holders ? [`job-${i}`] : []);
+    assert.equal(won.length, 5);
+    for (const holders of results) {
+      if (!holders) continue;
+      assert.ok(holders.length >= 1 && holders.length <= 5, `${holders}`);
+      assert.ok(holders.every((holder) => won.includes(holder)), `${holders} are all winners`);
+    }
+    assert.deepEqual(new Set(results.filter((h) => h).map((h) => h!.length)), new Set([1, 2, 3, 4, 5]));
+  });
+
+  test("claimSlot rejects a limit or ttl that is not a positive whole number", async (store) => {
+    await assert.rejects(store.claimSlot("k1", "job-a", 0, 60), RangeError);
+    await assert.rejects(store.claimSlot("k1", "job-a", 1.5, 60), RangeError);
+    await assert.rejects(store.claimSlot("k1", "job-a", 1, 0), RangeError);
+  });
 }

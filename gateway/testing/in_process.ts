@@ -24,6 +24,7 @@ import { createKvEventLog } from "@vmp3/adapters/kv-event-log";
 import { createKvKeyStore } from "@vmp3/adapters/kv-keys";
 import { createKvUsageStore } from "@vmp3/adapters/kv-usage";
 import { httpFetcher } from "@vmp3/adapters/http";
+import type { PublicHttp } from "@vmp3/adapters/public-http";
 import { createMetadataApp, createMetadataClient, type MetadataClient } from "@vmp3/metadata";
 import { runKeysCommand } from "../../metadata/keys_cli.ts";
 import { createSweeper, createUploadApp } from "@vmp3/upload";
@@ -42,6 +43,8 @@ export interface ProductOptions {
   uploadOverHttp?: boolean;
   /** Wraps the Metadata client the Upload service uses (to make a race happen at a chosen point). */
   wrapUploadMetadata?: (metadata: MetadataClient) => MetadataClient;
+  /** The client URL imports fetch with (absent: imports answer 501). */
+  publicHttp?: PublicHttp;
 }
 
 /** One API key made with the admin command. */
@@ -71,13 +74,15 @@ export async function startProduct(options: ProductOptions = {}) {
     access: { keys, usage },
   });
   const metadata = createMetadataClient((request) => metadataApp.fetch(request));
+  const cancels = createMemoryBroadcast(JobCancel);
   const uploadApp = createUploadApp({
     blobs,
     tasks,
     metadata: options.wrapUploadMetadata ? options.wrapUploadMetadata(metadata) : metadata,
-    cancels: createMemoryBroadcast(JobCancel),
+    cancels,
     filesTtlMs: options.filesTtlMs,
     maxUploadBytes: 1_000_000,
+    publicHttp: options.publicHttp,
   });
   const server = options.uploadOverHttp
     ? Deno.serve(
@@ -110,8 +115,12 @@ export async function startProduct(options: ProductOptions = {}) {
     store,
     keys,
     blobs,
+    /** The conversion task queue (the test's consumer takes every task into `published`). */
+    tasks,
     published,
-    sweeper: createSweeper({ blobs, metadata }),
+    /** The broadcast of cancels that Convert workers would hear. */
+    cancels,
+    sweeper: createSweeper({ blobs, metadata, cancels }),
 
     /** Makes a key with `deno task keys create` and the given flags (e.g. ["--requests-per-minute", "3"]). */
     async createKey(flags: string[] = []): Promise<TestKey> {
@@ -133,6 +142,20 @@ export async function startProduct(options: ProductOptions = {}) {
         method: "POST",
         headers: { "content-type": "video/mp4", ...headers },
         body: typeof bytes === "string" ? new TextEncoder().encode(bytes) : bytes,
+      }));
+    },
+
+    /** POST /v1/jobs with a streamed body (see {@linkcode heldBody}), as a client would. */
+    uploadStream(
+      headers: Record<string, string>,
+      body: ReadableStream<Uint8Array>,
+    ): Promise<Response> {
+      return Promise.resolve(gateway.request("/v1/jobs", {
+        method: "POST",
+        headers: { "content-type": "video/mp4", ...headers },
+        body,
+        // @ts-ignore: `duplex` is required to stream a request body, and not yet in every RequestInit type
+        duplex: "half",
       }));
     },
 
@@ -198,6 +221,31 @@ export async function startProduct(options: ProductOptions = {}) {
       await Deno.remove(root, { recursive: true });
     },
   };
+}
+
+/**
+ * A request body that sends `first` and then waits, until `finish()` sends `rest` and ends it; `cancelled()`
+ * says whether its reader gave up on it (then `finish()` is called by itself).
+ */
+export function heldBody(first: string, rest: string) {
+  let finish: () => void = () => {};
+  const done = new Promise<void>((resolve) => finish = resolve);
+  const encoder = new TextEncoder();
+  let cancelled = false;
+  const body = new ReadableStream<Uint8Array>({
+    async start(controller) {
+      controller.enqueue(encoder.encode(first));
+      await done;
+      if (cancelled) return;
+      controller.enqueue(encoder.encode(rest));
+      controller.close();
+    },
+    cancel() {
+      cancelled = true;
+      finish();
+    },
+  });
+  return { body, finish, cancelled: () => cancelled };
 }
 
 /** A test with its own product, closed after. */
