@@ -27,14 +27,7 @@ import {
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { AppError, type BlobStore, contentDisposition, type S3Env } from "@vmp3/shared";
 import { createBufferPool } from "./buffer_pool.ts";
-
-/**
- * V8's `gc`, where the process runs with `--v8-flags=--expose-gc` (the Upload and Convert services do). Each chunk
- * of a request body is a fresh buffer outside V8's heap, and V8 lets about 64 MB of spent ones pile up before it
- * collects them; a minor GC every 2 MiB frees them at once, for a fraction of a millisecond each.
- */
-const gc = (globalThis as { gc?: (options: { type: "minor" }) => void }).gc;
-const GC_EVERY_BYTES = 2 * 1024 * 1024;
+import { collectSpentChunks } from "./chunk_collector.ts";
 
 /** How to reach one bucket of an S3-compatible store. */
 export interface S3Settings {
@@ -246,7 +239,6 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
       let ended = false;
       let streamError: { error: unknown } | undefined;
       let size = 0;
-      let sinceGc = 0;
 
       /** Fills `buffer` from the stream; returns how many bytes it holds. */
       const fill = async (buffer: Uint8Array): Promise<number> => {
@@ -273,11 +265,7 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
           buffer.set(chunk.subarray(0, n), length);
           length += n;
           if (n < chunk.byteLength) pending = chunk.subarray(n);
-          sinceGc += n;
-          if (sinceGc >= GC_EVERY_BYTES) {
-            gc?.({ type: "minor" });
-            sinceGc = 0;
-          }
+          collectSpentChunks(n);
         }
         size += length;
         return length;

@@ -11,6 +11,7 @@
  *   deno task bench:load                                  # all three
  *   SCENARIOS=queue,status JOBS=500 deno task bench:load
  *   SCENARIOS=uploads UPLOADS=4 UPLOAD_MB=100 deno task bench:load
+ *   S3_UPLOAD_BUFFERS=12 SCENARIOS=uploads deno task bench:load   # Upload's part budget, if not the default
  *
  * Prints Markdown for docs/reliability.md.
  * @module
@@ -86,7 +87,11 @@ if (SCENARIOS.includes("uploads")) {
   console.error(`Making a ~${UPLOAD_MB} MB video…`);
   await video(big, Math.round(UPLOAD_MB / 0.95));
   const bytes = (await Deno.stat(big)).size;
-  const product = await startProduct(2, { MAX_UPLOAD_BYTES: String(bytes * 2) });
+  const buffers = Deno.env.get("S3_UPLOAD_BUFFERS"); // Upload's part budget, if not the default
+  const product = await startProduct(2, {
+    MAX_UPLOAD_BYTES: String(bytes * 2),
+    ...(buffers ? { S3_UPLOAD_BUFFERS: buffers } : {}),
+  });
   try {
     const watched = product.services.filter((s) => s.name === "gateway" || s.name === "upload");
     const start = Object.fromEntries(watched.map((s) => [s.name, rssMb(s.process.pid)]));

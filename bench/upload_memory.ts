@@ -6,6 +6,8 @@
  *   RAW_FILE=/tmp/big.bin deno task bench:upload-memory         # curl -T file: raw body with Content-Length
  *   FORM_FILE=/tmp/big.bin deno task bench:upload-memory        # curl -F file=@...: multipart
  *   TARGET=upload SIZE_MB=200 deno task bench:upload-memory     # straight to the Upload service
+ *   UPLOADS=20 FORM_FILE=/tmp/big.bin deno task bench:upload-memory   # 20 such uploads at once
+ *   S3_UPLOAD_BUFFERS=12 ...                                    # Upload's part budget, if not the default
  * @module
  */
 import { startProduct } from "../e2e/product.ts";
@@ -13,6 +15,8 @@ import { startProduct } from "../e2e/product.ts";
 const file = Deno.env.get("FORM_FILE") ?? Deno.env.get("RAW_FILE");
 const total = file ? Deno.statSync(file).size : Number(Deno.env.get("SIZE_MB") ?? 1024) * 1024 * 1024;
 const sizeMb = Math.round(total / (1024 * 1024));
+/** How many clients upload at once, each the same body. */
+const uploads = Number(Deno.env.get("UPLOADS") ?? 1);
 
 function memoryOf(pid: number): { rss: number; hwm: number } {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
@@ -33,7 +37,11 @@ function command(target: string): string {
   return `head -c ${total} /dev/zero | curl -sS -X POST -T - ${type} '${target}?filename=big.bin'`;
 }
 
-const product = await startProduct(0, { MAX_UPLOAD_BYTES: String(total + 1024 * 1024) });
+const buffers = Deno.env.get("S3_UPLOAD_BUFFERS");
+const product = await startProduct(0, {
+  MAX_UPLOAD_BYTES: String(total + 1024 * 1024),
+  ...(buffers ? { S3_UPLOAD_BUFFERS: buffers } : {}),
+});
 try {
   const watched = product.services.filter((s) => s.name === "gateway" || s.name === "upload");
   const peaks = new Map(watched.map((s) => [s.name, { start: memoryOf(s.process.pid).rss, peak: 0 }]));
@@ -48,27 +56,25 @@ try {
     ? `${product.uploadUrl}/uploads`
     : `${product.url}/v1/jobs`;
   // The client is curl, as a user's would be, in its own process: `head -c N /dev/zero | curl -T -`.
-  const curl = new Deno.Command("bash", {
-    args: ["-c", command(target)],
-    stdout: "piped",
-  }).spawn();
-  const output = await curl.output();
+  const jobs = await Promise.all(Array.from({ length: uploads }, async () => {
+    const output = await new Deno.Command("bash", { args: ["-c", command(target)], stdout: "piped" })
+      .output();
+    const job = JSON.parse(new TextDecoder().decode(output.stdout) || "{}");
+    if (output.code !== 0 || job.input?.size !== total) {
+      throw new Error(`upload failed: ${JSON.stringify(job)}`);
+    }
+    return job as { id: string };
+  }));
   const seconds = (performance.now() - started) / 1000;
   clearInterval(sampler);
-  const response = {
-    status: output.code === 0 ? 202 : 0,
-    json: () => JSON.parse(new TextDecoder().decode(output.stdout)),
-  };
-  const job = response.json();
-  if (response.status !== 202 || job.input?.size !== total) {
-    throw new Error(`upload failed: ${JSON.stringify(job)}`);
+  for (const job of jobs) {
+    const stored = await product.storage.head(`inputs/${job.id}`);
+    if (stored?.size !== total) throw new Error(`stored ${stored?.size} bytes, sent ${total}`);
   }
-  const stored = await product.storage.head(`inputs/${job.id}`);
-  if (stored?.size !== total) throw new Error(`stored ${stored?.size} bytes, sent ${total}`);
   console.log(
-    `Streamed ${sizeMb} MiB through Gateway -> Upload -> S3 in ${seconds.toFixed(1)} s (${
-      (sizeMb / seconds).toFixed(0)
-    } MiB/s)`,
+    `Streamed ${uploads} x ${sizeMb} MiB at once through ${
+      Deno.env.get("TARGET") === "upload" ? "Upload" : "Gateway -> Upload"
+    } -> S3 in ${seconds.toFixed(1)} s (${(uploads * sizeMb / seconds).toFixed(0)} MiB/s)`,
   );
   console.log("| process | RSS at start (MB) | peak RSS sampled (MB) | VmHWM (MB) |");
   console.log("|---|---|---|---|");
