@@ -336,8 +336,9 @@ const IDEMPOTENCY_KEY: ParameterSpec = {
   in: "header",
   description:
     "A unique string (a UUID, say): a request repeated with the same key (within 24 hours) answers " +
-    "what the first did, and creates nothing new; the same key with a different request is 422 " +
-    "idempotency_key_reused.",
+    "the job the first made (Idempotent-Replayed: true) and creates nothing new; the same key with a different " +
+    "request (bytes or URL, options, webhook_url) is 422 idempotency_key_reused; a repeat while the first is " +
+    "still in progress is 409 conflict; once that job is deleted, the key makes a new one.",
   schema: { type: "string", minLength: 1, maxLength: 255 },
 };
 

@@ -120,3 +120,14 @@ export const WebhookDelivery = z.object({
 });
 /** One attempt to POST one signed webhook to one URL. */
 export type WebhookDelivery = z.infer<typeof WebhookDelivery>;
+
+/** The event that fails job `jobId` with `error` (as Upload records it when a job cannot go on). */
+export function jobFailed(jobId: string, error: { code: string; message: string }, now: Date): JobEvent {
+  return {
+    type: "job.failed",
+    version: 1,
+    jobId,
+    at: now.toISOString(),
+    error: { code: error.code, message: error.message },
+  };
+}

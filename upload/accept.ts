@@ -9,12 +9,13 @@ import {
   cacheKey,
   type ConversionOptions,
   type ConversionRequested,
-  conversionTask,
+  jobFailed,
   jobKeys,
   type NewJob,
   type Queue,
 } from "@vmp3/shared";
 import type { MetadataClient, PublicJob } from "@vmp3/metadata";
+import { publishTask } from "./publish_task.ts";
 
 /** A stored video about to become a job. */
 export interface StoredInput {
@@ -92,12 +93,7 @@ export function createAccept(deps: AcceptDeps): Accept {
         return job;
       }
       deps.beforePublish?.({ id, filename });
-      await tasks.publish(conversionTask(id, filename, options, now()));
-      // The task is out: the job leaves the outbox. Should this fail, the reconciler publishes the task again,
-      // and the worker's deterministic output key makes the second conversion harmless.
-      await metadata.markPublished(id).catch((e) =>
-        console.error(`Job ${id}: could not mark it published:`, e)
-      );
+      await publishTask({ tasks, metadata }, { id, filename, options }, now());
       return job;
     } catch (error) {
       await removeInput(id);
@@ -107,13 +103,8 @@ export function createAccept(deps: AcceptDeps): Accept {
         "The conversion queue cannot be reached; the job was not started, please upload again",
         { cause: error },
       );
-      await metadata.postEvent({
-        type: "job.failed",
-        version: 1,
-        jobId: id,
-        at: now().toISOString(),
-        error: { code: failure.code, message: failure.message },
-      }).catch((e) => console.error(`Could not mark job ${id} failed:`, e));
+      await metadata.postEvent(jobFailed(id, failure, now()))
+        .catch((e) => console.error(`Could not mark job ${id} failed:`, e));
       throw failure;
     }
   };

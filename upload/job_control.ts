@@ -9,12 +9,13 @@ import {
   type BlobStore,
   type Broadcast,
   type ConversionRequested,
-  conversionTask,
   type JobCancel,
+  jobFailed,
   jobKeys,
   parseOptions,
   type Queue,
 } from "@vmp3/shared";
+import { publishTask } from "./publish_task.ts";
 import { type MetadataClient, OWNER_HEADER, type Scope } from "@vmp3/metadata";
 import { DEFAULT_FILES_TTL_MS } from "./accept.ts";
 
@@ -102,26 +103,17 @@ export function createJobControlRoutes(deps: JobControlDeps): Hono {
     const filename = String((retried.input as { filename?: string }).filename ?? "video");
     const options = parseOptions((retried.options ?? {}) as Record<string, unknown>);
     try {
-      await tasks.publish(conversionTask(id, filename, options, now()));
+      await publishTask({ tasks, metadata }, { id, filename, options }, now());
     } catch (cause) {
       const failure = new AppError(
         "service_unavailable",
         "The conversion queue cannot be reached; the job was not retried, try again",
         { cause },
       );
-      await metadata.postEvent({
-        type: "job.failed",
-        version: 1,
-        jobId: id,
-        at: now().toISOString(),
-        error: { code: failure.code, message: failure.message },
-      }).catch((e) => console.error(`Could not mark job ${id} failed again:`, e));
+      await metadata.postEvent(jobFailed(id, failure, now()))
+        .catch((e) => console.error(`Could not mark job ${id} failed again:`, e));
       throw failure;
     }
-    // The task is out: the job leaves the outbox (should this fail, the reconciler publishes it again, harmlessly).
-    await metadata.markPublished(id).catch((e) =>
-      console.error(`Job ${id}: could not mark it published:`, e)
-    );
     return c.json(retried, 202);
   });
 

@@ -6,13 +6,14 @@
 import {
   type BlobStore,
   type ConversionRequested,
-  conversionTask,
+  jobFailed,
   jobKeys,
   parseOptions,
   type Queue,
 } from "@vmp3/shared";
 import type { MetadataClient } from "@vmp3/metadata";
 import { type Periodic, repeat } from "./periodic.ts";
+import { publishTask } from "./publish_task.ts";
 
 /** What the reconciler needs. */
 export interface ReconcilerDeps {
@@ -44,20 +45,17 @@ export function createReconciler(deps: ReconcilerDeps) {
     for (const job of jobs) {
       const filename = String((job.input as { filename?: unknown } | undefined)?.filename ?? "upload");
       if (!(await blobs.head(jobKeys(job.id).inputKey))) {
-        await metadata.postEvent({
-          type: "job.failed",
-          version: 1,
-          jobId: job.id,
-          at: now().toISOString(),
-          error: { code: "internal", message: "The uploaded video was lost before its conversion started" },
-        });
+        await metadata.postEvent(
+          jobFailed(job.id, {
+            code: "internal",
+            message: "The uploaded video was lost before its conversion started",
+          }, now()),
+        );
         result.failed.push(job.id);
         continue;
       }
-      await tasks.publish(
-        conversionTask(job.id, filename, parseOptions((job.options ?? {}) as Record<string, unknown>), now()),
-      );
-      await metadata.markPublished(job.id);
+      const options = parseOptions((job.options ?? {}) as Record<string, unknown>);
+      await publishTask({ tasks, metadata }, { id: job.id, filename, options }, now());
       console.error(`Reconciler: published the task of job ${job.id}, which had none`);
       result.published.push(job.id);
     }
