@@ -19,7 +19,7 @@ USER deno
 # npm packages exactly as deno.lock pins them, then every entrypoint's module graph, so `deno run --cached-only`
 # never fetches at start. The healthcheck script is warmed too.
 RUN deno install --frozen \
- && deno cache --frozen gateway/main.ts upload/main.ts metadata/main.ts \
+ && deno cache --frozen gateway/main.ts upload/main.ts metadata/main.ts metadata/keys_cli.ts \
  && deno cache --no-config --no-lock docker/healthcheck.ts
 
 EXPOSE 8080 8081 8082
