@@ -137,6 +137,8 @@ interface Steps {
   stored?: { size: number; sha256: string };
   /** The MP3 was already stored by an earlier delivery, and is reported as it is. */
   reused?: boolean;
+  /** Each step's wall time, "name N ms", in order: told in the task's last log line. */
+  timeline?: string[];
 }
 
 /** Creates the function that handles one task and says what to do with its message. */
@@ -185,7 +187,7 @@ export function createTaskHandler(
         try {
           await Deno.mkdir(dir, { recursive: true });
           const outcome = await convert(task, dir, steps, control, deadline);
-          log(`job ${task.jobId}: ${outcome} in ${Date.now() - received} ms`);
+          log(`job ${task.jobId}: ${outcome} in ${Date.now() - received} ms (${steps.timeline?.join(", ")})`);
           return "ack";
         } catch (error) {
           if (signal?.aborted || control.cancelled) {
@@ -246,6 +248,14 @@ export function createTaskHandler(
     const { signal } = control;
     const inputPath = `${dir}/input`;
     const outputPath = `${dir}/output.mp3`;
+    const timeline = steps.timeline ??= [];
+    let last = Date.now();
+    /** Notes the wall time since the last step as `name`'s. */
+    const mark = (name: string) => {
+      const now = Date.now();
+      timeline.push(`${name} ${now - last} ms`);
+      last = now;
+    };
     if (!steps.downloaded) {
       const object = await blobs.get(task.inputKey);
       if (!object) {
@@ -255,6 +265,7 @@ export function createTaskHandler(
       const file = await Deno.open(inputPath, { write: true, create: true, truncate: true });
       await object.body.pipeTo(file.writable, { signal });
       steps.downloaded = true;
+      mark("download");
     }
     if (!steps.probe || !steps.plan) {
       let probe = await probeInput(inputPath, {
@@ -265,6 +276,7 @@ export function createTaskHandler(
         maxStreams: limits.maxStreams,
         signal,
       });
+      mark("probe");
       // "auto" keeps the MP3 at or below the source's bitrate: where the container does not state it, measure it.
       const unknown = streamToMeasure(probe, task.options);
       if (unknown) {
@@ -280,6 +292,7 @@ export function createTaskHandler(
             audio: probe.audio.map((a) => a.index === unknown.index ? { ...a, bitrate } : a),
           };
         }
+        mark("measure bitrate");
       }
       steps.probe = probe;
       steps.plan = planConversion(probe, task.options);
@@ -289,10 +302,13 @@ export function createTaskHandler(
       // The input's duration (a trim's length is the output's, not the input's).
       await events.publish({ type: "job.started", version: 1, jobId, at: at(), duration: probe.duration });
       steps.started = true;
+      mark("started event");
       deps.onStarted?.(task);
     }
 
-    if (!steps.result && await blobs.head(task.outputKey)) {
+    const storedBefore = !steps.result && await blobs.head(task.outputKey);
+    if (!steps.result) mark("look for a stored MP3");
+    if (storedBefore) {
       // An earlier delivery of this task stored the MP3 (its worker died before the ack). Cached jobs may share
       // that MP3 already, with its size and sha256: it is reported as it is, never made again over it.
       const tap = sha256Tap();
@@ -310,6 +326,7 @@ export function createTaskHandler(
         });
         steps.reused = true;
       }
+      mark("reuse stored MP3");
     }
     if (!steps.result) {
       signal?.throwIfAborted();
@@ -344,6 +361,7 @@ export function createTaskHandler(
       });
       control.eta = 0;
       await sending;
+      mark("transcode");
       steps.result = await probeInput(outputPath, {
         ffprobePath: limits.ffprobePath,
         limits: limits.toolLimits,
@@ -351,6 +369,7 @@ export function createTaskHandler(
         maxStreams: 2, // the audio, and the cover picture if there is one
         signal,
       });
+      mark("probe output");
     }
     const result = steps.result;
 
@@ -363,6 +382,7 @@ export function createTaskHandler(
         contentType: "audio/mpeg",
       });
       steps.stored = { size, sha256: tap.digest() };
+      mark("store");
     }
     // The MP3 may have been stored after a cancel: stop before reporting it (the caller then removes it).
     if (control.cancelled) throw new Error(`Job ${jobId} was cancelled`);
@@ -389,6 +409,12 @@ export function createTaskHandler(
         method: plan.method,
       },
     });
+    mark("done event");
+    // The video is not needed once its MP3 is made (a retry is for failed jobs only): it goes now, not at expiry.
+    await blobs.delete(task.inputKey).catch((error) =>
+      deps.log?.(`job ${jobId}: could not remove its video (the sweeper will, at expiry): ${error}`)
+    );
+    mark("remove video");
     return steps.reused ? "done (its MP3 was already stored)" : "done";
   }
 }

@@ -109,6 +109,7 @@ Deno.test("worker converts a task, stores the MP3 under its key, reports started
     `no speed and ETA in ${JSON.stringify(progress)}`,
   );
   assert.deepEqual([...Deno.readDirSync(`${t.root}/work`)], [], "the work folder is cleaned up");
+  assert.equal(await t.blobs.head(task.inputKey), null, "the video is removed once its MP3 is made");
   await t.close();
 });
 
@@ -120,8 +121,10 @@ Deno.test("worker reports the MP3 an earlier delivery stored, as it is, and neve
   const first = (await t.published()).at(-1) as Extract<JobEvent, { type: "job.done" }>;
   const before = await t.blobs.get(task.outputKey);
   const bytes = new Uint8Array(await new Response(before?.body).arrayBuffer());
-  // The same task again, as the broker redelivers it when a worker died after storing but before its ack;
-  // with another option, so that a new conversion would make other bytes.
+  // The same task again, as the broker redelivers it when a worker died after storing the MP3 but before it
+  // reported the job done (the video is then still stored: it goes only after the report); with another option,
+  // so that a new conversion would make other bytes.
+  await store(t.blobs, task.inputKey, await makeMedia(t.root, "mp4"));
   assert.equal(await t.handle({ ...task, options: { bitrate: 64 } }), "ack");
   const again = (await t.published()).at(-1) as Extract<JobEvent, { type: "job.done" }>;
   assert.deepEqual(again.output, first.output, "the stored MP3's facts, not a new conversion's");
@@ -191,6 +194,7 @@ Deno.test("worker fails a task whose input has no audio, acks it (no retry), and
   assert.equal(events.length, 1);
   assert.equal(events[0].type === "job.failed" && events[0].error.code, "no_audio_stream");
   assert.equal(await t.blobs.head(task.outputKey), null);
+  assert.notEqual(await t.blobs.head(task.inputKey), null, "a failed job's video stays, for a retry");
   await t.close();
 });
 
