@@ -2,9 +2,19 @@
  * A BlobStore in a local folder, for the embedded mode. Objects are written to a temporary file and renamed into
  * place, so an object is whole or absent; keys are checked so that none can leave the folder.
  */
-import type { BlobStore } from "@vmp3/shared";
+import { AppError, type BlobStore } from "@vmp3/shared";
 
 const SAFE_KEY = /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/;
+
+/** The error of a body whose length is not the size it declared (the same as the S3 store's). */
+function lengthMismatch(declared: number, sent: number, ended: boolean): AppError {
+  return new AppError(
+    "invalid_request",
+    ended
+      ? `The upload ended after ${sent} of the ${declared} bytes its length declared; nothing was kept`
+      : `The upload is longer than the ${declared} bytes its length declared; nothing was kept`,
+  );
+}
 
 /** Creates a BlobStore that keeps objects as files below `root`. */
 export function createFsBlobStore(root: string): BlobStore {
@@ -16,7 +26,8 @@ export function createFsBlobStore(root: string): BlobStore {
   };
 
   return {
-    async put(key, body) {
+    async put(key, body, options) {
+      const declared = options?.size;
       const path = pathOf(key);
       const dir = path.slice(0, path.lastIndexOf("/"));
       await Deno.mkdir(dir, { recursive: true });
@@ -30,7 +41,9 @@ export function createFsBlobStore(root: string): BlobStore {
               written += await file.write(chunk.subarray(written));
             }
             size += chunk.byteLength;
+            if (declared !== undefined && size > declared) throw lengthMismatch(declared, size, false);
           }
+          if (declared !== undefined && size !== declared) throw lengthMismatch(declared, size, true);
           await file.sync(); // whole on disk before it takes the real name
         } finally {
           file.close();

@@ -44,3 +44,19 @@ Deno.test("FS blob store refuses keys that could leave its folder", async () => 
     await assert.rejects(() => store.head(key), /Invalid storage key/, `accepted ${JSON.stringify(key)}`);
   }
 });
+
+Deno.test("FS blob store: a body of another length than its size hint fails and leaves nothing", async () => {
+  const root = await Deno.makeTempDir();
+  const store = createFsBlobStore(root);
+  assert.deepEqual(await store.put("inputs/exact", streamOf("hello"), { size: 5 }), { size: 5 });
+  for (const [key, size] of [["inputs/short", 9], ["inputs/long", 3]] as const) {
+    await assert.rejects(
+      store.put(key, streamOf("hel", "lo"), { size }),
+      (error: Error & { code?: string }) =>
+        error.code === "invalid_request" && /declared/.test(error.message),
+    );
+    assert.equal(await store.head(key), null);
+  }
+  assert.deepEqual(await store.list("inputs/"), ["inputs/exact"]);
+  await Deno.remove(root, { recursive: true });
+});

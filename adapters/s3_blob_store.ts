@@ -2,8 +2,10 @@
  * @module
  * A {@linkcode BlobStore} on an S3-compatible object store (AWS S3, MinIO, R2, s3rver).
  *
- * Uploads stream through multipart upload with bounded memory (8 MiB parts, 2 in flight per upload, buffers from
- * a budget all uploads share, S3_UPLOAD_BUFFERS); a failed upload is
+ * An upload whose size is known up front (`put`'s `size` hint, up to S3's 5 GiB limit for one PUT) streams
+ * straight into one PutObject: no part buffers, no assembly of parts (which, on s3rver, took as long again as
+ * sending them; docs/benchmarks.md). Other uploads stream through multipart upload with bounded memory (8 MiB
+ * parts, 2 in flight per upload, buffers from a budget all uploads share, S3_UPLOAD_BUFFERS); a failed upload is
  * aborted so it leaves neither an object nor a dangling multipart upload (when the store cannot be reached, the
  * abort is tried again in the background until it answers).
  *
@@ -25,6 +27,7 @@ import {
   UploadPartCommand,
 } from "@aws-sdk/client-s3";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
+import { Readable } from "node:stream";
 import { AppError, type BlobStore, contentDisposition, type S3Env } from "@vmp3/shared";
 import { createBufferPool } from "./buffer_pool.ts";
 import { collectSpentChunks } from "./chunk_collector.ts";
@@ -73,6 +76,18 @@ const PART_SIZE = 8 * 1024 * 1024;
 const QUEUE_SIZE = 2;
 /** How many part buffers the uploads of one store share by default. */
 const UPLOAD_BUFFERS = 12;
+/** The largest object one PutObject may create (S3's limit); a larger known size goes multipart. */
+const MAX_SINGLE_PUT = 5 * 1024 ** 3;
+
+/** The error of a body whose length is not the size it declared. */
+function lengthMismatch(declared: number, sent: number, ended: boolean): AppError {
+  return new AppError(
+    "invalid_request",
+    ended
+      ? `The upload ended after ${sent} of the ${declared} bytes its length declared; nothing was kept`
+      : `The upload is longer than the ${declared} bytes its length declared; nothing was kept`,
+  );
+}
 
 /** Maps the S3 settings of the environment to {@linkcode S3Settings}. */
 export function s3SettingsFromEnv(env: S3Env): S3Settings {
@@ -203,6 +218,80 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
     })().finally(() => pendingAborts.delete(stop));
   };
 
+  /**
+   * Streams a body of known length into one PutObject: nothing buffered beyond the stream's own chunks. A body
+   * that errors, or turns out longer or shorter than `size`, cancels the request; S3 then keeps nothing (a PUT is
+   * atomic), and whatever a lesser store (s3rver) wrote of it is deleted.
+   */
+  const putWhole = async (
+    key: string,
+    body: ReadableStream<Uint8Array>,
+    size: number,
+    contentType: string | undefined,
+  ): Promise<{ size: number }> => {
+    const reader = body.getReader();
+    const stop = new AbortController();
+    let streamError: { error: unknown } | undefined;
+    let sent = 0;
+    const fail = (error: unknown) => {
+      streamError ??= { error };
+      stop.abort(error);
+      return error;
+    };
+    const counted = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        let result: ReadableStreamReadResult<Uint8Array>;
+        try {
+          result = await reader.read();
+        } catch (error) {
+          controller.error(fail(error));
+          return;
+        }
+        if (result.done) {
+          if (sent === size) controller.close();
+          else controller.error(fail(lengthMismatch(size, sent, true)));
+          return;
+        }
+        sent += result.value.byteLength;
+        if (sent > size) {
+          const error = fail(lengthMismatch(size, sent, false));
+          reader.cancel(error).catch(() => {});
+          controller.error(error);
+          return;
+        }
+        collectSpentChunks(result.value.byteLength);
+        controller.enqueue(result.value);
+      },
+      cancel(reason) {
+        return reader.cancel(reason);
+      },
+    }, { highWaterMark: 0 });
+    const source = Readable.fromWeb(counted as import("node:stream/web").ReadableStream<Uint8Array>);
+    // The SDK pipes the body into its request, and a pipe does not take errors from its source: the abort signal
+    // ends the request instead, and without a listener the error event would be thrown.
+    source.on("error", () => {});
+    try {
+      await client.send(
+        new PutObjectCommand({
+          Bucket,
+          Key: key,
+          Body: source,
+          ContentLength: size,
+          ContentType: contentType,
+        }),
+        { abortSignal: stop.signal },
+      );
+      return { size };
+    } catch (error) {
+      source.destroy();
+      reader.cancel(error).catch(() => {});
+      // S3 keeps nothing of a cut PUT, but s3rver writes the object as the bytes come.
+      await client.send(new DeleteObjectCommand({ Bucket, Key: key })).catch(() => {});
+      // The caller's own stream error (say, a size limit it enforces) wins over what the SDK made of it.
+      throw streamError ? streamError.error : unreachable(error, "upload");
+    }
+  };
+
   return {
     async ensureBucket() {
       try {
@@ -222,6 +311,12 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
     },
 
     async put(key, body, options) {
+      const declared = options?.size;
+      if (
+        declared !== undefined && Number.isSafeInteger(declared) && declared > 0 && declared <= MAX_SINGLE_PUT
+      ) {
+        return await putWhole(key, body, declared, options?.contentType);
+      }
       // Our own multipart upload rather than lib-storage's: the stream is copied once into part buffers taken from
       // the store's shared budget and given back once sent, so the memory of all uploads together is capped,
       // whatever their size and number (at most QUEUE_SIZE + 1 buffers per upload).

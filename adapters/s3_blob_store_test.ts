@@ -165,6 +165,67 @@ Deno.test("s3: a small stream that fails leaves no object behind", async () => {
   });
 });
 
+Deno.test("s3: a put with its size streams as one PutObject, byte for byte, needing no part buffer", async () => {
+  await withStore(async (store) => {
+    // An upload of unknown size holds the store's only part buffer, its stream stalled until released.
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => release = resolve);
+    const stalled = store.put(
+      "inputs/stalled",
+      new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          controller.enqueue(new Uint8Array(1024 * 1024).fill(1));
+          await released;
+          controller.close();
+        },
+      }),
+    );
+    const size = 20 * 1024 * 1024 + 123;
+    const { stream, digest } = generated(size, 5);
+    assert.deepEqual(await store.put("inputs/sized", stream, { contentType: "video/mp4", size }), { size });
+    assert.deepEqual(await store.head("inputs/sized"), { size });
+    const got = await store.get("inputs/sized");
+    assert.equal(await sha256(await readAll(got!.body)), await digest);
+    release();
+    assert.deepEqual(await stalled, { size: 1024 * 1024 });
+  }, { uploadBuffers: 1 });
+});
+
+Deno.test("s3: a put with its size whose stream fails midway leaves no object behind", async () => {
+  await withStore(async (store) => {
+    let sent = 0;
+    const boom = new Error("client went away");
+    const failing = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (sent >= 12 * 1024 * 1024) {
+          controller.error(boom);
+          return;
+        }
+        sent += 1024 * 1024;
+        controller.enqueue(new Uint8Array(1024 * 1024).fill(7));
+      },
+    });
+    await assert.rejects(store.put("inputs/broken", failing, { size: 20 * 1024 * 1024 }), (e) => e === boom);
+    assert.equal(await store.head("inputs/broken"), null);
+    assert.deepEqual(await store.list(""), []);
+  });
+});
+
+Deno.test("s3: a body shorter or longer than its size hint fails with invalid_request and leaves no object", async () => {
+  await withStore(async (store) => {
+    for (const [key, size] of [["inputs/short", 3 * 1024 * 1024], ["inputs/long", 1024 * 1024]] as const) {
+      const { stream } = generated(2 * 1024 * 1024);
+      await assert.rejects(
+        store.put(key, stream, { size }),
+        (error) =>
+          error instanceof AppError && error.code === "invalid_request" && /declared/.test(error.message),
+      );
+      assert.equal(await store.head(key), null, key);
+    }
+    assert.deepEqual(await store.list(""), []);
+  });
+});
+
 Deno.test("s3: an empty and a small object round-trip", async () => {
   await withStore(async (store) => {
     assert.deepEqual(await store.put("empty", new ReadableStream({ start: (c) => c.close() })), { size: 0 });
@@ -266,6 +327,7 @@ Deno.test("s3: a store that cannot be reached fails each call with service_unava
       ["delete", () => store.delete("a")],
       ["list", () => store.list("")],
       ["put", () => store.put("a", new Blob([new Uint8Array(1000)]).stream())],
+      ["put with its size", () => store.put("a", new Blob([new Uint8Array(1000)]).stream(), { size: 1000 })],
       ["ensureBucket", () => store.ensureBucket()],
     ];
     for (const [name, call] of calls) {

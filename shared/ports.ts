@@ -7,11 +7,15 @@ import type { Job, JobOutput, JobStatus } from "./job.ts";
 
 /** Object storage for uploaded videos and finished MP3s. */
 export interface BlobStore {
-  /** Streams `body` into `key`. The object appears whole or not at all; on error nothing is left behind. */
+  /**
+   * Streams `body` into `key`. The object appears whole or not at all; on error nothing is left behind.
+   * `options.size`, when given, is the body's exact length (say, a raw upload's Content-Length): a store may use
+   * it to send the body in one request; a body of another length fails the put with invalid_request.
+   */
   put(
     key: string,
     body: ReadableStream<Uint8Array>,
-    options?: { contentType?: string },
+    options?: { contentType?: string; size?: number },
   ): Promise<{ size: number }>;
   /** The object's bytes, or null if there is none. The caller must read or cancel the body. */
   get(key: string): Promise<{ body: ReadableStream<Uint8Array>; size: number } | null>;

@@ -177,8 +177,10 @@ export function createUploadApp(deps: UploadAppDeps): Hono {
       try {
         // Hashed as it streams into storage, for the content cache: the upload is never read twice.
         const tap = sha256Tap();
+        // A raw body's declared length lets the store send it in one request (adapters/s3_blob_store.ts).
         const { size } = await blobs.put(inputKey, file.stream.pipeThrough(tap.stream), {
           contentType: file.contentType,
+          size: file.size,
         });
         return { size, filename: file.filename, sha256: tap.digest() };
       } catch (cause) {

@@ -133,6 +133,35 @@ Deno.test("POST /uploads takes a raw video body named by ?filename", async () =>
   await t.close();
 });
 
+Deno.test("A raw body's declared length reaches the store as its size; a body of another length is 400 and kept nowhere", async () => {
+  const t = await setup();
+  const sizes: (number | undefined)[] = [];
+  const put = t.blobs.put;
+  t.blobs.put = (key, body, options) => {
+    sizes.push(options?.size);
+    return put(key, body, options);
+  };
+  const raw = (declared: number, sent: number) =>
+    t.app.request("/uploads", {
+      method: "POST",
+      headers: { "content-type": "video/mp4", "x-content-length": String(declared) },
+      body: chunked(sent),
+    });
+  assert.deepEqual((await raw(250, 250)).status, 202);
+  const sent = await t.app.request("/uploads", { method: "POST", body: form(new Uint8Array(100)) });
+  assert.deepEqual(sent.status, 202);
+  assert.deepEqual(sizes, [250, undefined]); // a form's file has no known length
+  for (const [declared, body] of [[300, 250], [200, 250]]) {
+    const res = await raw(declared, body);
+    assert.deepEqual(res.status, 400, `${declared} declared, ${body} sent`);
+    assert.deepEqual((await res.json()).error.code, "invalid_request");
+  }
+  await t.drain();
+  assert.deepEqual((await t.blobs.list("")).length, 2);
+  assert.deepEqual(t.published.length, 2);
+  await t.close();
+});
+
 Deno.test("An upload over the limit answers 413 and leaves nothing in storage and no task", async () => {
   const t = await setup(1000);
   const streamed = await t.app.request("/uploads", {

@@ -13,6 +13,11 @@ export interface IncomingFile {
   filename: string;
   contentType: string;
   stream: ReadableStream<Uint8Array>;
+  /**
+   * The file's exact length when the request declares it: a raw body's Content-Length (or the x-content-length
+   * the Gateway passes on). Unknown for a form's file.
+   */
+  size?: number;
 }
 
 /** What was received: the result of handling the file, and the form's text fields. */
@@ -214,6 +219,7 @@ export async function receiveUploads<R>(
       contentType,
       url,
       request.headers,
+      Number.isSafeInteger(length) && length >= 0 ? length : undefined,
       maxBytes,
       options.maxFiles,
       onFile,
@@ -228,6 +234,7 @@ async function receiveBody<R>(
   contentType: string,
   url: URL,
   headers: Headers,
+  declaredLength: number | undefined,
   maxBytes: number,
   maxFiles: number,
   onFile: (file: IncomingFile) => Promise<R>,
@@ -259,6 +266,7 @@ async function receiveBody<R>(
     filename,
     contentType: mediaType || "application/octet-stream",
     stream: body,
+    size: declaredLength,
   });
   return { results: [result], fields: {} };
 }
