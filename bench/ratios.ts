@@ -5,6 +5,12 @@
  *
  *   deno task bench                      # RUNS=5, BIG_SECONDS=300 (a 5-minute 720p h264/aac mp4, ~285 MB)
  *   RUNS=3 BIG_SECONDS=60 deno task bench
+ *   RUNS=3 ONLY=upload deno task bench   # figure 3 alone (prints its row; docs/benchmarks.json is left alone)
+ *   RUNS=5 ONLY=small TIMELINE=1 deno task bench   # figure 2 alone, then where a small job's time goes
+ *
+ * ONLY=small runs figure 2 alone (ONLY=big, figure 1 alone); neither then writes docs/benchmarks.json. TIMELINE=1
+ * then follows RUNS small jobs step by step (202, converting, done, download) next to the worker's own step times,
+ * and prints the worker's step times of each big job.
  *
  * Prints a Markdown table and writes its figures into docs/benchmarks.json (keeping the file's other keys).
  * @module
@@ -15,6 +21,12 @@ import { startProduct } from "../e2e/product.ts";
 
 const RUNS = Number(Deno.env.get("RUNS") ?? 5);
 const BIG_SECONDS = Number(Deno.env.get("BIG_SECONDS") ?? 300);
+const ONLY = Deno.env.get("ONLY");
+// "upload": figure 3 alone.
+if (ONLY !== undefined && ONLY !== "small" && ONLY !== "big" && ONLY !== "upload") {
+  throw new Error("ONLY is small, big or upload");
+}
+const TIMELINE = Deno.env.get("TIMELINE") === "1";
 
 async function sh(command: string): Promise<string> {
   const out = await new Deno.Command("bash", { args: ["-c", command], stdout: "piped", stderr: "piped" })
@@ -60,9 +72,9 @@ const dir = await Deno.makeTempDir({ prefix: "vmp3-bench-" });
 const big = `${dir}/big.mp4`;
 const small = `${dir}/small.mp4`;
 console.error(`Making a ${BIG_SECONDS} s 720p video and a 10 s one…`);
-await makeVideo(big, BIG_SECONDS);
+if (ONLY !== "small") await makeVideo(big, BIG_SECONDS);
 await makeVideo(small, 10);
-const bigMb = (await Deno.stat(big)).size / 1e6;
+const bigMb = ONLY === "small" ? 0 : (await Deno.stat(big)).size / 1e6;
 
 const mp3Source = `${dir}/source.mp3`;
 await sh(
@@ -85,11 +97,60 @@ async function jobTime(base: string, file: string, options: string): Promise<num
   return await timed(() => waitDone(base, created.id));
 }
 
+/** The worker's last log line of job `id`: its step times (written just after the job is reported done). */
+async function workerSteps(workerLog: string, id: string): Promise<string | undefined> {
+  for (let tries = 0; tries < 40; tries++) {
+    const line = (await Deno.readTextFile(workerLog)).split("\n").find((l) =>
+      l.startsWith(`job ${id}: done`)
+    );
+    if (line) return line.replace(/^job \S+ /, "");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * One small job step by step, from the client's side (ms since its upload started): the 202, first seen
+ * converting, first seen done (status read every few ms), the MP3 downloaded; and the worker's own steps.
+ */
+async function timeline(base: string, workerLog: string, run: number): Promise<string> {
+  const start = performance.now();
+  const since = () => Math.round(performance.now() - start);
+  const created = JSON.parse(
+    await sh(`curl -sS -f -F file=@${small} '${base}/v1/jobs?bitrate=192&comment=timeline-${run}'`),
+  );
+  const accepted = since();
+  let converting: number | undefined;
+  for (;;) {
+    const job = await (await fetch(`${base}/v1/jobs/${created.id}`)).json();
+    if (job.status === "converting") converting ??= since();
+    if (job.status === "done") break;
+    if (job.status === "failed") throw new Error(`job ${created.id} failed: ${JSON.stringify(job.error)}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  const done = since();
+  await sh(`curl -sS -f '${base}/v1/jobs/${created.id}/download' -o /dev/null`);
+  const downloaded = since();
+  const steps = await workerSteps(workerLog, created.id);
+  return `202 ${accepted} ms, converting seen ${converting ?? "-"} ms, done seen ${done} ms, ` +
+    `downloaded ${downloaded} ms; worker ${steps}`;
+}
+
 // 1 and 2: conversions, with one worker.
-let product = await startProduct(1);
+let product = await startProduct(ONLY === "upload" ? 0 : 1);
 try {
-  for (let run = 0; run < RUNS; run++) {
+  for (let run = 0; run < (ONLY === "upload" ? 0 : RUNS); run++) {
     console.error(`conversion run ${run + 1}/${RUNS}`);
+    if (ONLY === "small") {
+      figures.smallConvert.reference.push(await timed(() => plainFfmpeg(small, `${dir}/plain-small.mp3`)));
+      figures.smallConvert.ours.push(
+        await timed(() =>
+          sh(
+            `curl -sS -f -F file=@${small} '${product.url}/v1/convert?bitrate=192&comment=bench-run-${run}' -o /dev/null`,
+          )
+        ),
+      );
+      continue;
+    }
     figures.bigJob.reference.push(await timed(() => plainFfmpeg(big, `${dir}/plain.mp3`)));
     // Upload finished (the 202) -> MP3 ready.
     // The plain ffmpeg's options (192k CBR), and a tag that differs per run, or the content cache would answer
@@ -97,6 +158,16 @@ try {
     const options = `bitrate=192&comment=bench-run-${run}`;
     const created = JSON.parse(await sh(`curl -sS -F file=@${big} '${product.url}/v1/jobs?${options}'`));
     figures.bigJob.ours.push(await timed(() => waitDone(product.url, created.id)));
+    if (TIMELINE) {
+      const workerLog = product.services.find((s) => s.name === "convert-1")!.log;
+      console.log(
+        `- big job: 202 → done ${figures.bigJob.ours.at(-1)!.toFixed(2)} s; worker ${await workerSteps(
+          workerLog,
+          created.id,
+        )}`,
+      );
+    }
+    if (ONLY === "big") continue;
 
     figures.smallConvert.reference.push(await timed(() => plainFfmpeg(small, `${dir}/plain-small.mp3`)));
     figures.smallConvert.ours.push(
@@ -117,11 +188,30 @@ try {
     figures.cacheHitVsFresh.ours.push(await convert("comment=cached"));
     figures.cacheHitVsFresh.reference.push(await convert(`comment=fresh-${run}`));
   }
+  if (TIMELINE && ONLY !== "big") {
+    const workerLog = product.services.find((s) => s.name === "convert-1")!.log;
+    for (let run = 0; run < RUNS; run++) console.log(`- ${await timeline(product.url, workerLog, run)}`);
+  }
 } finally {
   await product.stop();
 }
+if (ONLY === "small" || ONLY === "big") {
+  const [name, key] = ONLY === "small"
+    ? ["2. small file, whole /v1/convert", "smallConvert"]
+    : ["1. big file, 202 → done", "bigJob"];
+  const { ours, reference } = figures[key];
+  console.log(
+    `${name}: ours ${median(ours).toFixed(2)} s, plain ffmpeg ${median(reference).toFixed(2)} s, ratio ` +
+      `**${(median(ours) / median(reference)).toFixed(2)}** (median of ${RUNS}; ours ${
+        ours.map((v) => v.toFixed(2)).join(" ")
+      })`,
+  );
+  await Deno.remove(dir, { recursive: true });
+  Deno.exit(0);
+}
 
-// 3: uploads, with no worker converting meanwhile.
+// 3: uploads, with no worker converting meanwhile. A raw body with its Content-Length, as `curl -T` sends it:
+// Upload streams it into one PutObject (adapters/s3_blob_store.ts).
 product = await startProduct(0);
 try {
   const s3 = new S3Client({
@@ -160,6 +250,14 @@ const row = (name: string, ours: number, reference: number, ratio: number, goal:
 const m = Object.fromEntries(
   Object.entries(figures).map(([k, v]) => [k, { ours: median(v.ours), reference: median(v.reference) }]),
 );
+if (ONLY === "upload") {
+  const load = (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
+  console.log(`Median of ${RUNS} runs, ${bigMb.toFixed(0)} MB, load after: ${load}`);
+  console.log(
+    row("3. upload", m.upload.ours, m.upload.reference, m.upload.reference / m.upload.ours, "≥ 0.8"),
+  );
+  Deno.exit(0);
+}
 const table = [
   `Median of ${RUNS} runs, ${BIG_SECONDS} s 720p mp4 (${bigMb.toFixed(0)} MB) and a 10 s clip:`,
   "",

@@ -21,6 +21,7 @@ import {
 } from "@vmp3/shared";
 import { measureAudioBitrate } from "./audio_bitrate.ts";
 import { type ConversionPlan, planConversion, streamToMeasure } from "./plan.ts";
+import { readMp3Info } from "./mp3_info.ts";
 import { probeInput, type ProbeResult } from "./probe.ts";
 import { transcode } from "./transcode.ts";
 import type { ToolLimits } from "./ffmpeg_check.ts";
@@ -126,14 +127,33 @@ function pause(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/** A made MP3's figures, as ffprobe gives them (any may be missing where it does not say). */
+interface OutputFigures {
+  duration?: number;
+  bitrate?: number;
+  sampleRate?: number;
+  channels?: number;
+}
+
+/** The figures of an MP3 from ffprobe's description of it. */
+function figuresOf(probe: ProbeResult): OutputFigures {
+  const audio = probe.audio[0];
+  return {
+    duration: probe.duration,
+    bitrate: audio?.bitrate,
+    sampleRate: audio?.sampleRate,
+    channels: audio?.channels,
+  };
+}
+
 /** What one delivery of a task has done so far: a try after a passing failure goes on from there. */
 interface Steps {
   downloaded?: boolean;
   probe?: ProbeResult;
   plan?: ConversionPlan;
   started?: boolean;
-  /** The MP3 is made and probed. */
-  result?: ProbeResult;
+  /** The MP3 is made, and these are its figures. */
+  result?: OutputFigures;
   stored?: { size: number; sha256: string };
   /** The MP3 was already stored by an earlier delivery, and is reported as it is. */
   reused?: boolean;
@@ -267,6 +287,9 @@ export function createTaskHandler(
       steps.downloaded = true;
       mark("download");
     }
+    // Whether an earlier delivery stored the MP3 already: asked now, while the input is probed, read below.
+    const storedLookup = steps.result ? Promise.resolve(null) : blobs.head(task.outputKey);
+    storedLookup.catch(() => {}); // a failure counts where it is read, not as unhandled if a step fails first
     if (!steps.probe || !steps.plan) {
       let probe = await probeInput(inputPath, {
         name: task.filename,
@@ -306,7 +329,7 @@ export function createTaskHandler(
       deps.onStarted?.(task);
     }
 
-    const storedBefore = !steps.result && await blobs.head(task.outputKey);
+    const storedBefore = !steps.result && await storedLookup;
     if (!steps.result) mark("look for a stored MP3");
     if (storedBefore) {
       // An earlier delivery of this task stored the MP3 (its worker died before the ack). Cached jobs may share
@@ -317,13 +340,15 @@ export function createTaskHandler(
         const file = await Deno.open(outputPath, { write: true, create: true, truncate: true });
         await existing.body.pipeThrough(tap.stream).pipeTo(file.writable, { signal });
         steps.stored = { size: existing.size, sha256: tap.digest() };
-        steps.result = await probeInput(outputPath, {
-          ffprobePath: limits.ffprobePath,
-          limits: limits.toolLimits,
-          maxDuration: Number.MAX_SAFE_INTEGER,
-          maxStreams: 2,
-          signal,
-        });
+        steps.result = figuresOf(
+          await probeInput(outputPath, {
+            ffprobePath: limits.ffprobePath,
+            limits: limits.toolLimits,
+            maxDuration: Number.MAX_SAFE_INTEGER,
+            maxStreams: 2,
+            signal,
+          }),
+        );
         steps.reused = true;
       }
       mark("reuse stored MP3");
@@ -362,14 +387,17 @@ export function createTaskHandler(
       control.eta = 0;
       await sending;
       mark("transcode");
-      steps.result = await probeInput(outputPath, {
-        ffprobePath: limits.ffprobePath,
-        limits: limits.toolLimits,
-        maxDuration: Number.MAX_SAFE_INTEGER,
-        maxStreams: 2, // the audio, and the cover picture if there is one
-        signal,
-      });
-      mark("probe output");
+      // Read from the MP3's own Xing/Info header, as ffprobe would (mp3_info.ts); ffprobe where it has none.
+      steps.result = await readMp3Info(outputPath) ?? figuresOf(
+        await probeInput(outputPath, {
+          ffprobePath: limits.ffprobePath,
+          limits: limits.toolLimits,
+          maxDuration: Number.MAX_SAFE_INTEGER,
+          maxStreams: 2, // the audio, and the cover picture if there is one
+          signal,
+        }),
+      );
+      mark("read the MP3's figures");
     }
     const result = steps.result;
 
@@ -389,7 +417,6 @@ export function createTaskHandler(
     const { size, sha256 } = steps.stored;
     // An MP3 from ffmpeg always states its duration (its Xing header); 0 would mean the file is empty.
     const duration = result.duration ?? 0;
-    const audio = result.audio[0];
     await events.publish({
       type: "job.done",
       version: 1,
@@ -400,11 +427,11 @@ export function createTaskHandler(
         codec: "mp3",
         size,
         duration,
-        bitrate: audioBitrate(audio?.bitrate, size, duration),
+        bitrate: audioBitrate(result.bitrate, size, duration),
         ...(plan.encoder?.mode === "vbr" ? { quality: plan.encoder.quality } : {}),
         // 0 is ffprobe's "unknown": the plan's figures then.
-        sampleRate: audio?.sampleRate || plan.sampleRate,
-        channels: audio?.channels || plan.channels,
+        sampleRate: result.sampleRate || plan.sampleRate,
+        channels: result.channels || plan.channels,
         sha256,
         method: plan.method,
       },

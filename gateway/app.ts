@@ -20,6 +20,7 @@ import { type MetadataClient, OWNER_HEADER, type PublicJob, type Scope } from "@
 import { authenticate, type AuthMode, type AuthVariables } from "./auth.ts";
 import type { DownloadLinks } from "./download_link.ts";
 import { mountOpenApi } from "./openapi.ts";
+import { streamShows } from "./job_stream_watch.ts";
 
 /** What the Gateway app needs. */
 export interface GatewayAppDeps {
@@ -27,8 +28,8 @@ export interface GatewayAppDeps {
   upload: Fetcher;
   metadata: MetadataClient;
   /**
-   * How soon POST /v1/convert first looks at the job again, in ms; the wait then grows by half each time, up to
-   * a second, so a short job is answered quickly and a long one costs Metadata few reads.
+   * POST /v1/convert learns of its job's end from the job's event stream; where that stream cannot tell, how soon
+   * it looks at the job again, in ms; the wait then grows by half each time, up to a second.
    */
   pollMs?: number;
   /** How long POST /v1/convert waits for a job, in ms. */
@@ -234,6 +235,30 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono<Env> {
     return c.json({ jobs: await Promise.all(page.jobs.map(withLinks)), next: page.next });
   });
 
+  /**
+   * Whether Metadata's event stream of job `id` shows it done or failed before `deadline` (false when the stream
+   * ends first, cannot be read, or the request is aborted).
+   */
+  const toldFinal = async (id: string, deadline: number, signal: AbortSignal): Promise<boolean> => {
+    const stop = new AbortController();
+    const timer = setTimeout(() => stop.abort(), Math.max(0, deadline - Date.now()));
+    const abort = () => stop.abort();
+    signal.addEventListener("abort", abort, { once: true });
+    try {
+      const response = await metadata.events(id, stop.signal);
+      if (!response.ok || !response.body) {
+        await response.body?.cancel();
+        return false;
+      }
+      return await streamShows(response.body, ["done", "failed"]);
+    } catch {
+      return false;
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", abort);
+    }
+  };
+
   app.post("/v1/convert", async (c) => {
     const scope = c.var.scope;
     const response = await submit(c.req.raw, scope);
@@ -249,8 +274,11 @@ export function createGatewayApp(deps: GatewayAppDeps): Hono<Env> {
           { location: `/v1/jobs/${job.id}`, "x-job-id": job.id },
         );
       }
-      await new Promise((resolve) => setTimeout(resolve, wait));
-      wait = Math.min(wait * 1.5, 1000);
+      // The job's event stream tells its end as it happens; where it cannot, a wait that grows between reads.
+      if (!await toldFinal(job.id, deadline, c.req.raw.signal)) {
+        await new Promise((resolve) => setTimeout(resolve, wait));
+        wait = Math.min(wait * 1.5, 1000);
+      }
       job = await mustGetJob(job.id, scope);
     }
     if (job.status === "failed") {

@@ -137,3 +137,39 @@ Deno.test("POST /v1/convert that outlasts its wait answers 504 still_converting 
   assert.equal(res.headers.get("location"), `/v1/jobs/${id}`);
   assert.equal((await res.json()).error.code, "still_converting");
 });
+
+Deno.test("POST /v1/convert learns of the end from the job's event stream, without waiting to poll", async () => {
+  let reads = 0;
+  const done = job("done", { output: { key: "outputs/x.mp3", codec: "mp3" } });
+  const app = createGatewayApp({
+    upload: (request) =>
+      new URL(request.url).pathname.startsWith("/files/")
+        ? new Response("MP3", { headers: { "content-type": "audio/mpeg" } })
+        : Response.json(job("queued"), { status: 202 }),
+    metadata: {
+      ...metadataWith(null),
+      // Read once after the stream says done: before it, the job would still be converting.
+      getJob: () => Promise.resolve(reads++ === 0 ? done : job("converting")),
+      events: () =>
+        Promise.resolve(
+          new Response(
+            `event: job\ndata: ${JSON.stringify(job("converting"))}\n\n` +
+              `event: job\ndata: ${JSON.stringify(done)}\n\n`,
+            { headers: { "content-type": "text/event-stream" } },
+          ),
+        ),
+    },
+    pollMs: 60_000, // a poll would outlast the test
+  });
+  const started = Date.now();
+  const res = await app.request("/v1/convert", {
+    method: "POST",
+    body: "x",
+    headers: { "content-type": "video/mp4" },
+  });
+  assert.equal(res.status, 200);
+  assert.equal(await res.text(), "MP3");
+  assert.equal(res.headers.get("x-job-id"), id);
+  assert.equal(reads, 1, "the job is read once, when its stream told it is done");
+  assert.ok(Date.now() - started < 5_000);
+});
