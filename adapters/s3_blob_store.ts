@@ -105,7 +105,8 @@ export function s3SettingsFromEnv(env: S3Env): S3Settings {
   };
 }
 
-function makeClient(settings: S3Settings, endpoint: string | undefined): S3Client {
+/** An S3 client for `settings`, talking to `endpoint` (the store's, or the public one to sign URLs for clients). */
+export function makeS3Client(settings: S3Settings, endpoint: string | undefined): S3Client {
   const checksum = settings.checksum === "when_required" ? "WHEN_REQUIRED" : "WHEN_SUPPORTED";
   return new S3Client({
     endpoint,
@@ -166,9 +167,9 @@ function isNotFound(error: unknown): boolean {
 
 /** Creates a {@linkcode BlobStore} on the bucket that `settings` names; nothing connects until first use. */
 export function createS3BlobStore(settings: S3Settings): S3BlobStore {
-  const client = makeClient(settings, settings.endpoint);
+  const client = makeS3Client(settings, settings.endpoint);
   const signer = settings.publicEndpoint && settings.publicEndpoint !== settings.endpoint
-    ? makeClient(settings, settings.publicEndpoint)
+    ? makeS3Client(settings, settings.publicEndpoint)
     : client;
   const Bucket = settings.bucket;
   const report = settings.report ?? ((message: string) => console.error(`s3: ${message}`));

@@ -12,12 +12,11 @@ import {
   CreateMultipartUploadCommand,
   ListPartsCommand,
   PutObjectCommand,
-  S3Client,
   UploadPartCommand,
 } from "@aws-sdk/client-s3";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { AppError, type MultipartStore, type StoredPart } from "@vmp3/shared";
-import { isUnreachable, type S3Settings } from "./s3_blob_store.ts";
+import { isUnreachable, makeS3Client, type S3Settings } from "./s3_blob_store.ts";
 
 /** The least size of an S3 part that is not the last. */
 const S3_MIN_PART_BYTES = 5 * 1024 * 1024;
@@ -26,18 +25,6 @@ const S3_MIN_PART_BYTES = 5 * 1024 * 1024;
 export interface S3MultipartStore extends MultipartStore {
   /** Releases the HTTP connections. */
   close(): void;
-}
-
-function makeClient(settings: S3Settings, endpoint: string | undefined): S3Client {
-  const checksum = settings.checksum === "when_required" ? "WHEN_REQUIRED" : "WHEN_SUPPORTED";
-  return new S3Client({
-    endpoint,
-    region: settings.region,
-    credentials: { accessKeyId: settings.accessKeyId, secretAccessKey: settings.secretAccessKey },
-    forcePathStyle: settings.forcePathStyle,
-    requestChecksumCalculation: checksum,
-    responseChecksumValidation: checksum,
-  });
 }
 
 /** Whether the store answered that it does not offer the operation (s3rver: ListParts, aborts). */
@@ -67,9 +54,9 @@ function storeError(error: unknown, what: string): unknown {
 
 /** Creates a {@linkcode MultipartStore} on the bucket `settings` names; nothing connects until first use. */
 export function createS3MultipartStore(settings: S3Settings): S3MultipartStore {
-  const client = makeClient(settings, settings.endpoint);
+  const client = makeS3Client(settings, settings.endpoint);
   const signer = settings.publicEndpoint && settings.publicEndpoint !== settings.endpoint
-    ? makeClient(settings, settings.publicEndpoint)
+    ? makeS3Client(settings, settings.publicEndpoint)
     : client;
   const Bucket = settings.bucket;
   const send = async <T>(what: string, call: () => Promise<T>): Promise<T> => {
