@@ -18,6 +18,7 @@
  */
 import { Hono } from "hono";
 import { startProduct } from "../e2e/product.ts";
+import { sh } from "./measure.ts";
 
 const SCENARIOS = (Deno.env.get("SCENARIOS") ?? "uploads,queue,status").split(",");
 const UPLOADS = Number(Deno.env.get("UPLOADS") ?? 20);
@@ -25,13 +26,6 @@ const UPLOAD_MB = Number(Deno.env.get("UPLOAD_MB") ?? 500);
 const JOBS = Number(Deno.env.get("JOBS") ?? 2000);
 
 const dir = await Deno.makeTempDir({ prefix: "vmp3-load-" });
-
-async function sh(command: string): Promise<string> {
-  const out = await new Deno.Command("bash", { args: ["-c", command], stdout: "piped", stderr: "piped" })
-    .output();
-  if (!out.success) throw new Error(`${command}\n${new TextDecoder().decode(out.stderr)}`);
-  return new TextDecoder().decode(out.stdout);
-}
 
 function rssMb(pid: number): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);

@@ -18,6 +18,7 @@
 import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { startProduct } from "../e2e/product.ts";
+import { median, sh, timed } from "./measure.ts";
 
 const RUNS = Number(Deno.env.get("RUNS") ?? 5);
 const BIG_SECONDS = Number(Deno.env.get("BIG_SECONDS") ?? 300);
@@ -27,25 +28,6 @@ if (ONLY !== undefined && ONLY !== "small" && ONLY !== "big" && ONLY !== "upload
   throw new Error("ONLY is small, big or upload");
 }
 const TIMELINE = Deno.env.get("TIMELINE") === "1";
-
-async function sh(command: string): Promise<string> {
-  const out = await new Deno.Command("bash", { args: ["-c", command], stdout: "piped", stderr: "piped" })
-    .output();
-  if (!out.success) throw new Error(`${command}\n${new TextDecoder().decode(out.stderr)}`);
-  return new TextDecoder().decode(out.stdout);
-}
-
-async function timed(fn: () => Promise<unknown>): Promise<number> {
-  const start = performance.now();
-  await fn();
-  return (performance.now() - start) / 1000;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
 
 async function makeVideo(path: string, seconds: number): Promise<void> {
   await sh(

@@ -24,6 +24,7 @@ import { createRedisClient } from "@vmp3/adapters/redis";
 import { createRedisKeyStore } from "@vmp3/adapters/redis-keys";
 import { runKeysCommand } from "../metadata/keys_cli.ts";
 import { freePort, startProduct } from "../e2e/product.ts";
+import { median, sh } from "./measure.ts";
 
 const RUNS = Number(Deno.env.get("RUNS") ?? 3);
 const CLIPS = Number(Deno.env.get("CLIPS") ?? 40);
@@ -33,19 +34,6 @@ const WRK_SECONDS = Number(Deno.env.get("WRK_SECONDS") ?? 10);
 const SUBMITTERS = Number(Deno.env.get("SUBMITTERS") ?? 8);
 const SCENARIOS = (Deno.env.get("SCENARIOS") ?? "throughput,status").split(",");
 const LABEL = Deno.env.get("LABEL") ?? "latest";
-
-async function sh(command: string): Promise<string> {
-  const out = await new Deno.Command("bash", { args: ["-c", command], stdout: "piped", stderr: "piped" })
-    .output();
-  if (!out.success) throw new Error(`${command}\n${new TextDecoder().decode(out.stderr)}`);
-  return new TextDecoder().decode(out.stdout);
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
 
 /** The 1-minute load average now (the machine is shared: a figure taken under a heavy load is suspect). */
 async function load(): Promise<number> {

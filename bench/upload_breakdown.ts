@@ -20,30 +20,12 @@ import { createS3BlobStore } from "@vmp3/adapters/s3";
 import { sha256Tap } from "@vmp3/shared";
 import { Readable } from "node:stream";
 import { startProduct } from "../e2e/product.ts";
+import { median, sh, timed } from "./measure.ts";
 
 const RUNS = Number(Deno.env.get("RUNS") ?? 3);
 /** How many raw uploads (`curl -T`) to send at once through the Gateway while the RSS of it and Upload is sampled. */
 const MEMORY = Number(Deno.env.get("MEMORY") ?? 0);
 const MB = Number(Deno.env.get("UPLOAD_MB") ?? 285);
-
-async function sh(command: string): Promise<string> {
-  const out = await new Deno.Command("bash", { args: ["-c", command], stdout: "piped", stderr: "piped" })
-    .output();
-  if (!out.success) throw new Error(`${command}\n${new TextDecoder().decode(out.stderr)}`);
-  return new TextDecoder().decode(out.stdout);
-}
-
-async function timed(fn: () => Promise<unknown>): Promise<number> {
-  const start = performance.now();
-  await fn();
-  return (performance.now() - start) / 1000;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
 
 const dir = await Deno.makeTempDir({ prefix: "vmp3-upload-breakdown-" });
 const file = `${dir}/big.bin`;
