@@ -6,14 +6,12 @@ import { Hono } from "hono";
 import {
   AppError,
   contentDisposition,
-  Job,
   JobId,
   jobKeys,
   mp3Filename,
   type MultipartStore,
   onError,
   onNotFound,
-  OPTION_NAMES,
   parseOptions,
   sha256Tap,
 } from "@vmp3/shared";
@@ -21,6 +19,7 @@ import { receiveUpload, type StallLimit } from "./receive.ts";
 import { type AcceptDeps, createAccept } from "./accept.ts";
 import { createJobControlRoutes, type JobControlDeps } from "./job_control.ts";
 import { createBatchRoutes } from "./batch.ts";
+import { pickOptions, webhookUrlOf } from "./upload_fields.ts";
 import { claimKey, idempotencyKeyOf, replay } from "./idempotency.ts";
 import { OWNER_HEADER } from "@vmp3/metadata";
 import { createTusApp } from "./tus.ts";
@@ -53,23 +52,6 @@ export interface ResumableUploadDeps {
   expiryMs?: number;
   /** Lifetime of the presigned URLs of direct uploads, in seconds. */
   directUrlSeconds?: number;
-}
-
-/** A job's webhook URL from a form field or query, checked (400 invalid_option), or undefined. */
-function webhookUrlOf(value: string | undefined): string | undefined {
-  if (value === undefined || value === "") return undefined;
-  const parsed = Job.shape.webhookUrl.safeParse(value);
-  if (!parsed.success) throw new AppError("invalid_option", "webhook_url must be an http:// or https:// URL");
-  return parsed.data;
-}
-
-function pickOptions(source: Record<string, string | undefined>): Record<string, string> {
-  const picked: Record<string, string> = {};
-  for (const name of OPTION_NAMES) {
-    const value = source[name];
-    if (value !== undefined) picked[name] = value;
-  }
-  return picked;
 }
 
 /** What a form's other parts (its boundaries, headers and text fields) may add to its file's size, at most. */

@@ -36,16 +36,21 @@ export function uploadFields(raw: {
   }
   const options = parseOptions(raw.options);
   const filename = displayFilename(raw.filename);
-  if (raw.webhookUrl === undefined || raw.webhookUrl === "") return { filename, options };
-  // The job's own rule (as POST /v1/jobs checks it), and the same error.
-  const parsed = Job.shape.webhookUrl.safeParse(raw.webhookUrl);
-  if (!parsed.success || raw.webhookUrl.length > WEBHOOK_URL_MAX) {
+  const webhookUrl = webhookUrlOf(raw.webhookUrl);
+  return webhookUrl === undefined ? { filename, options } : { filename, options, webhookUrl };
+}
+
+/** A webhook URL as a client gave it, checked by the job's own rule (400 invalid_option), or undefined if none. */
+export function webhookUrlOf(value: string | undefined): string | undefined {
+  if (value === undefined || value === "") return undefined;
+  const parsed = Job.shape.webhookUrl.safeParse(value);
+  if (!parsed.success || value.length > WEBHOOK_URL_MAX) {
     throw new AppError(
       "invalid_option",
       `webhook_url must be an http:// or https:// URL of at most ${WEBHOOK_URL_MAX} characters`,
     );
   }
-  return { filename, options, webhookUrl: parsed.data };
+  return parsed.data;
 }
 
 /** The conversion options among `fields` (tus Upload-Metadata keys), by name; other keys are left out. */
