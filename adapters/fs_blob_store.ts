@@ -106,5 +106,15 @@ export function createFsBlobStore(root: string): BlobStore {
     presignGet() {
       return Promise.resolve(null);
     },
+    async readLocation(key) {
+      // The object's own file: objects are renamed into place whole, never written over.
+      const path = pathOf(key);
+      try {
+        return { location: await Deno.realPath(path), size: (await Deno.stat(path)).size };
+      } catch (error) {
+        if (error instanceof Deno.errors.NotFound) return null;
+        throw error;
+      }
+    },
   };
 }

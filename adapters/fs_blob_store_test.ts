@@ -60,3 +60,15 @@ Deno.test("FS blob store: a body of another length than its size hint fails and 
   assert.deepEqual(await store.list("inputs/"), ["inputs/exact"]);
   await Deno.remove(root, { recursive: true });
 });
+
+Deno.test("fs: readLocation gives the object's own file and size, or null when there is none", async () => {
+  const root = await Deno.makeTempDir();
+  const store = createFsBlobStore(root);
+  await store.put("inputs/v", new Blob([new Uint8Array(1234).fill(7)]).stream());
+  const found = await store.readLocation!("inputs/v", { expiresIn: 60 });
+  assert.ok(found);
+  assert.equal(found.size, 1234);
+  assert.deepEqual(await Deno.readFile(found.location), new Uint8Array(1234).fill(7));
+  assert.equal(await store.readLocation!("inputs/none", { expiresIn: 60 }), null);
+  await Deno.remove(root, { recursive: true });
+});

@@ -79,6 +79,9 @@ const UPLOAD_BUFFERS = 12;
 /** The largest object one PutObject may create (S3's limit); a larger known size goes multipart. */
 const MAX_SINGLE_PUT = 5 * 1024 ** 3;
 
+/** The longest lifetime of a SigV4 presigned URL (7 days), in seconds. */
+const MAX_PRESIGN_SECONDS = 7 * 24 * 3600;
+
 /** The error of a body whose length is not the size it declared. */
 function lengthMismatch(declared: number, sent: number, ended: boolean): AppError {
   return new AppError(
@@ -509,6 +512,21 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
         ResponseContentDisposition: contentDisposition(filename),
       });
       return await getSignedUrl(signer, command, { expiresIn: lifetime });
+    },
+
+    async readLocation(key, { expiresIn }) {
+      // Signed for the store's own endpoint (the worker's, not the clients'), for as long as the reader needs
+      // it: S3_PRESIGN_SECONDS is the clients' links' lifetime, and SigV4 allows at most 7 days.
+      let size: number;
+      try {
+        size = (await client.send(new HeadObjectCommand({ Bucket, Key: key }))).ContentLength ?? 0;
+      } catch (error) {
+        if (isNotFound(error)) return null;
+        throw unreachable(error, "metadata");
+      }
+      const lifetime = Math.max(1, Math.min(Math.ceil(expiresIn), MAX_PRESIGN_SECONDS));
+      const command = new GetObjectCommand({ Bucket, Key: key });
+      return { location: await getSignedUrl(client, command, { expiresIn: lifetime }), size };
     },
 
     close() {

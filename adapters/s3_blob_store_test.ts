@@ -298,6 +298,29 @@ Deno.test("s3: presigned URLs use the public endpoint when one is set", async ()
   }, { publicEndpoint: "https://files.example.test" });
 });
 
+Deno.test("s3: readLocation signs a GET on the store's own endpoint that serves byte ranges, past the clients' lifetime; null when missing", async () => {
+  await withStore(async (store) => {
+    const { stream, digest } = generated(1_000_000, 3);
+    await store.put("inputs/video", stream);
+    const found = await store.readLocation!("inputs/video", { expiresIn: 7200 });
+    assert.ok(found);
+    assert.equal(found.size, 1_000_000);
+    assert.ok(found.location.startsWith(endpoint()), "the store's own endpoint, not the public one");
+    assert.equal(
+      new URL(found.location).searchParams.get("X-Amz-Expires"),
+      "7200",
+      "not cut to S3_PRESIGN_SECONDS",
+    );
+    const whole = await fetch(found.location);
+    assert.equal(await sha256([new Uint8Array(await whole.arrayBuffer())]), await digest);
+    const tail = await fetch(found.location, { headers: { range: "bytes=999990-" } });
+    assert.equal(tail.status, 206);
+    assert.equal(tail.headers.get("content-range"), "bytes 999990-999999/1000000");
+    assert.equal((await tail.arrayBuffer()).byteLength, 10);
+    assert.equal(await store.readLocation!("inputs/missing", { expiresIn: 60 }), null);
+  }, { publicEndpoint: "https://files.example.test", presignSeconds: 300 });
+});
+
 Deno.test("s3: with checksum when_required the stored bytes are exactly the uploaded bytes", async () => {
   await withStore(async (store) => {
     // Both paths: a single PutObject (under one part) and a multipart upload.

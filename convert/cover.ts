@@ -16,6 +16,7 @@ import {
   VIDEO_DECODERS,
   withoutProbeNoise,
 } from "./ffmpeg_run.ts";
+import { hideSource, sourceReadFailed } from "./source.ts";
 
 /** The largest cover, in pixels each way. */
 export const COVER_MAX_SIZE = 1000;
@@ -109,6 +110,17 @@ export async function makeCover(
   }
   if (run.status.success && size > 0) return output;
   await Deno.remove(output).catch(() => {});
+  const log = withoutProbeNoise(hideSource(run.stderr, input, options.name))
+    .replaceAll(input, options.name)
+    .replaceAll(output, "cover.jpg");
+  if (!run.status.success && sourceReadFailed(input, log)) {
+    // The store, not the video: a passing failure (the worker then fetches the file and goes on with that).
+    throw new AppError(
+      "service_unavailable",
+      `Reading "${options.name}" from storage failed (${lastMessage(log)})`,
+      { cause: new Error(log) },
+    );
+  }
   if (run.status.signal || /Cannot allocate memory|error while loading shared libraries/.test(run.stderr)) {
     // Killed, or out of memory (a resource limit, say): ffmpeg's failure, not a picture to do without.
     throw new AppError(
@@ -125,7 +137,6 @@ export async function makeCover(
       `Option "cover" cannot be met: the video has no frame at ${seconds(cover.at)} s`,
     );
   }
-  const log = withoutProbeNoise(run.stderr).replaceAll(input, options.name).replaceAll(output, "cover.jpg");
   const why = /Error while opening decoder/.test(log)
     ? "its codec is not one we take frames from"
     : `ffmpeg could not read it (${lastMessage(log)})`;

@@ -1,11 +1,13 @@
 /**
- * How every ffmpeg run of a conversion is made and watched: each input opened with only the file protocol, a
+ * How every ffmpeg run of a conversion is made and watched: each input opened with only its own protocol (a file, or
+ * the storage URL it is read from; see source.ts), a
  * demuxer allowlist and a decoder allowlist; the tool launched by {@linkcode spawnTool} (clean environment, its own
  * process group, parent-death signal, resource limits); stderr drained and capped; `-progress` parsed; a deadline shared by all the
  * runs of one job and an abort signal, both of which kill the process group.
  */
 import { cpuSecondsFor, spawnTool, type ToolLimits } from "./ffmpeg_check.ts";
 import { ProgressParser, type ProgressUpdate } from "./progress.ts";
+import { sourceOptions } from "./source.ts";
 
 /**
  * The audio decoders a conversion may run (ffmpeg decoder names; names a build lacks are harmless). Video
@@ -133,7 +135,10 @@ export const VIDEO_DECODERS: readonly string[] = [
 
 /** How one input is opened. */
 export interface InputSpec {
-  /** The file (absolute path); given to ffmpeg as `file:<path>` so no name is ever read as a protocol. */
+  /**
+   * The file (absolute path), given to ffmpeg as `file:<path>` so no name is ever read as a protocol; or the
+   * storage URL the input is read from with range requests.
+   */
   path: string;
   /** The demuxers it may be read with (`-format_whitelist`). */
   demuxers: readonly string[];
@@ -147,17 +152,17 @@ export interface InputSpec {
 
 /** The hardened input options and `-i` of one input. */
 export function inputArgs(input: InputSpec): string[] {
+  const source = sourceOptions(input.path);
   return [
     ...(input.seek !== undefined && input.seek > 0 ? ["-ss", seconds(input.seek)] : []),
-    "-protocol_whitelist",
-    "file",
+    ...source.options,
     "-format_whitelist",
     input.demuxers.join(","),
     "-codec_whitelist",
     input.decoders.join(","),
     ...(input.format ? ["-f", input.format] : []),
     "-i",
-    `file:${input.path}`,
+    source.input,
   ];
 }
 

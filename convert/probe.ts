@@ -1,11 +1,20 @@
 /**
- * Inspects an untrusted input with a hardened ffprobe before any conversion: only local files, only the container
+ * Inspects an untrusted input with a hardened ffprobe before any conversion: only its own file or storage URL (see
+ * source.ts), only the container
  * demuxers we accept, a clean environment, capped output and a wall-clock timeout. Rejects by format, stream count,
  * missing audio and duration, with an {@linkcode AppError} whose message says what failed and why.
  */
-import { basename, resolve } from "node:path";
+import { basename } from "node:path";
 import { AppError } from "@vmp3/shared";
 import { cpuSecondsFor, spawnTool, type ToolLimits } from "./ffmpeg_check.ts";
+import {
+  hideSource,
+  openSource,
+  resolveSource,
+  sourceOptions,
+  type SourceReader,
+  sourceReadFailed,
+} from "./source.ts";
 
 /**
  * The container demuxers an input may use (ffmpeg names; the mov demuxer is "mov,mp4,m4a,3gp,3g2,mj2" and matches
@@ -180,29 +189,38 @@ const STDERR_CAP = 64 * 1024;
  * is killed (a resource limit, a crash) or cannot run.
  */
 export async function probeInput(path: string, options: ProbeOptions): Promise<ProbeResult> {
-  const abs = resolve(path);
-  const name = options.name ?? basename(abs);
+  const abs = resolveSource(path);
+  const name = options.name ?? basename(abs.split("?")[0]);
   const cannot = (code: ConstructorParameters<typeof AppError>[0], why: string, cause?: unknown) =>
     new AppError(code, `Cannot convert "${name}": ${why}`, cause === undefined ? undefined : { cause });
 
-  const head = await readHead(abs, 512);
+  await using reader = await openSource(abs, { signal: options.signal });
+  const head = await reader.readAt(0, 512);
   if (head.length === 0) throw cannot("unsupported_input", "the file is empty");
 
+  const source = sourceOptions(abs);
   const run = await runFfprobe(options, [
     "-hide_banner",
     "-v",
     "error",
-    "-protocol_whitelist",
-    "file",
+    ...source.options,
     "-format_whitelist",
     ALLOWED_DEMUXERS.join(","),
     "-print_format",
     "json",
     "-show_entries",
     SHOW_ENTRIES,
-    `file:${abs}`,
+    source.input,
   ]);
-  const stderr = run.stderr.replaceAll(abs, name);
+  const stderr = hideSource(run.stderr, abs, name).replaceAll(abs, name);
+  if (run.code !== 0 && sourceReadFailed(abs, stderr)) {
+    // The store, not the file: a passing failure (the worker then fetches the file and probes that).
+    throw new AppError(
+      "service_unavailable",
+      `Reading "${name}" from storage failed${reason(stderr, true)}`,
+      { cause: stderr },
+    );
+  }
 
   if (run.timedOut) {
     throw cannot(
@@ -244,7 +262,7 @@ export async function probeInput(path: string, options: ProbeOptions): Promise<P
   if (!demuxers.some((d) => ALLOWED_DEMUXERS.includes(d))) {
     throw cannot("unsupported_input", formatNotAccepted(format));
   }
-  if (demuxers.includes("mov") && await refersToOtherFiles(abs)) {
+  if (demuxers.includes("mov") && await refersToOtherFiles(reader)) {
     // ffmpeg skips such a track (it follows it only with -enable_drefs 1), which would make an empty MP3.
     throw cannot(
       "unsupported_input",
@@ -422,23 +440,6 @@ function ascii(bytes: Uint8Array, start: number, end: number): string {
   return String.fromCharCode(...bytes.subarray(start, end));
 }
 
-async function readHead(path: string, length: number): Promise<Uint8Array> {
-  using file = await Deno.open(path, { read: true });
-  return await readUpTo(file, length);
-}
-
-/** Reads up to `length` bytes from where `file` stands; fewer only at its end. */
-async function readUpTo(file: Deno.FsFile, length: number): Promise<Uint8Array> {
-  const buffer = new Uint8Array(length);
-  let filled = 0;
-  while (filled < length) {
-    const n = await file.read(buffer.subarray(filled));
-    if (n === null) break;
-    filled += n;
-  }
-  return buffer.subarray(0, filled);
-}
-
 /** The boxes from the top of an ISO BMFF (MP4, MOV) file down to a track's data references. */
 const DREF_PATH = ["moov", "trak", "mdia", "minf", "dinf", "dref"];
 
@@ -447,12 +448,12 @@ const DREF_PATH = ["moov", "trak", "mdia", "minf", "dinf", "dref"];
  * flagged self-contained, or that carries a Mac alias record (which ffmpeg parses whatever the flag). Reads only
  * box headers on the way, seeking past the rest (the media data), so a large file costs a few reads.
  */
-export async function refersToOtherFiles(path: string): Promise<boolean> {
-  using file = await Deno.open(path, { read: true });
-  const readAt = async (at: number, length: number): Promise<Uint8Array> => {
-    await file.seek(at, Deno.SeekMode.Start);
-    return await readUpTo(file, length);
-  };
+export async function refersToOtherFiles(source: string | SourceReader): Promise<boolean> {
+  if (typeof source === "string") {
+    await using reader = await openSource(source);
+    return await refersToOtherFiles(reader);
+  }
+  const readAt = (at: number, length: number) => source.readAt(at, length);
   const walk = async (start: number, end: number, depth: number): Promise<boolean> => {
     for (let at = start, boxes = 0; at + 8 <= end && boxes < 100_000; boxes++) {
       const head = await readAt(at, 16);
@@ -473,7 +474,7 @@ export async function refersToOtherFiles(path: string): Promise<boolean> {
     }
     return false;
   };
-  return await walk(0, (await file.stat()).size, 0);
+  return await walk(0, source.size, 0);
 }
 
 /** Whether a `dref` box's body (after its header) has an entry that is not self-contained or names a file. */

@@ -3,6 +3,7 @@ import type { ErrorCode } from "@vmp3/shared";
 import { probeInput, refersToOtherFiles } from "./probe.ts";
 import { makeDrefTrap, makeHlsTrap, makeMedia, type MediaKind, SOURCE_TAGS } from "./testing/media.ts";
 import { rejectsWith, withDir } from "./testing/helpers.ts";
+import { startRangeServer } from "./testing/range_server.ts";
 
 const LIMITS = { maxDuration: 6 * 3600, maxStreams: 16 };
 
@@ -81,6 +82,41 @@ Deno.test("refersToOtherFiles finds no reference in ordinary MP4 and MOV files (
       assert.equal(await refersToOtherFiles(await makeMedia(dir, kind)), false, kind);
     }
     assert.equal(await refersToOtherFiles((await makeDrefTrap(dir)).path), true);
+  });
+});
+
+Deno.test("probeInput reads a storage URL as it reads the file: the same description, the same refusals, no URL in messages", async () => {
+  await withDir(async (dir) => {
+    for (const kind of ["mp4", "mkv", "mp4-tagged"] as const) {
+      const path = await makeMedia(dir, kind);
+      const server = startRangeServer(path);
+      try {
+        const fromFile = await probeInput(path, { ...LIMITS, name: "v" });
+        const fromUrl = await probeInput(server.url, { ...LIMITS, name: "v" });
+        assert.deepEqual(fromUrl, fromFile, kind);
+      } finally {
+        await server.close();
+      }
+    }
+    const trap = startRangeServer((await makeDrefTrap(dir)).path);
+    const hls = startRangeServer((await makeHlsTrap(dir)).path);
+    try {
+      await rejectsWith(
+        probeInput(trap.url, { ...LIMITS, name: "trap.mov" }),
+        "unsupported_input",
+        /another file/,
+      );
+      const error = await rejectsWith(
+        probeInput(hls.url, { ...LIMITS, name: "list.m3u8" }),
+        "unsupported_input",
+      );
+      assert.ok(!/127\.0\.0\.1|X-Amz|secret/.test(`${error.message} ${error.cause}`), error.message);
+      hls.failing = true;
+      await assert.rejects(probeInput(hls.url, { ...LIMITS, name: "list.m3u8" }), /HTTP 503/);
+    } finally {
+      await trap.close();
+      await hls.close();
+    }
   });
 });
 

@@ -27,6 +27,7 @@ import { applyFilter, type LoudnessMeasurement, measureFilter, parseLoudnorm } f
 import { type ConversionPlan, survivingChapters } from "./plan.ts";
 import { ALLOWED_DEMUXERS } from "./probe.ts";
 import type { ProgressUpdate } from "./progress.ts";
+import { hideSource, resolveSource, sourceReadFailed } from "./source.ts";
 
 /** Where a conversion stands. */
 export interface TranscodeProgress {
@@ -89,12 +90,12 @@ export async function transcode(
   outputPath: string,
   options: TranscodeOptions,
 ): Promise<void> {
-  const input = resolve(inputPath);
+  const input = resolveSource(inputPath);
   const output = resolve(outputPath);
   if (input === output) throw new Error("transcode: the output path must differ from the input path");
   options.signal?.throwIfAborted();
   const { plan } = options;
-  const name = options.name ?? basename(input);
+  const name = options.name ?? basename(input.split("?")[0]);
   const context: RunContext = {
     ffmpegPath: options.ffmpegPath,
     setprivPath: options.setprivPath,
@@ -114,7 +115,18 @@ export async function transcode(
     if (run.timedOut) throw timeoutError();
     if (!run.status.success) {
       const names = { [input]: name, [output]: "output.mp3", [coverPath]: "cover.jpg" };
-      throw failure(name, run.status, clean(run.stderr, names), plan);
+      const log = clean(hideSource(run.stderr, input, name), names);
+      if (sourceReadFailed(input, log)) {
+        // The store, not the file: a passing failure (the worker then fetches the file and converts that).
+        throw new AppError(
+          "service_unavailable",
+          `Reading "${name}" from storage failed (${lastMessage(log)})`,
+          {
+            cause: new Error(log),
+          },
+        );
+      }
+      throw failure(name, run.status, log, plan);
     }
   };
 

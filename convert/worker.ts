@@ -1,6 +1,7 @@
 /**
- * The Convert worker: takes a conversion task, fetches the video into a private work folder, probes it, runs
- * FFmpeg, stores the MP3 under the job's deterministic key, and reports to Metadata. A task is acked only after the
+ * The Convert worker: takes a conversion task, probes the video and runs FFmpeg on it where it lies in storage (a
+ * presigned URL read with range requests, or the store's own file; after a passing read failure, a copy fetched
+ * into a private work folder), stores the MP3 under the job's deterministic key, and reports to Metadata. A task is acked only after the
  * MP3 is stored and the final event is confirmed by the broker; a redelivered task whose MP3 is stored already
  * reports that MP3 rather than making it again. A job cancelled while its task is in hand is stopped (FFmpeg
  * killed), its MP3 removed, and its task acked; a task whose job was cancelled before it arrived is skipped.
@@ -148,7 +149,10 @@ function figuresOf(probe: ProbeResult): OutputFigures {
 
 /** What one delivery of a task has done so far: a try after a passing failure goes on from there. */
 interface Steps {
-  downloaded?: boolean;
+  /** Where the input is read: a URL or file of the store, or the copy in the work folder. */
+  source?: string;
+  /** Read the input from a copy in the work folder from now on: reading it where it lies failed once. */
+  staged?: boolean;
   probe?: ProbeResult;
   plan?: ConversionPlan;
   started?: boolean;
@@ -159,6 +163,14 @@ interface Steps {
   reused?: boolean;
   /** Each step's wall time, "name N ms", in order: told in the task's last log line. */
   timeline?: string[];
+}
+
+/** The wall-clock cap of the probe of an input (probeInput's default). */
+const PROBE_TIMEOUT_MS = 30_000;
+
+/** Where a try keeps its copy of the input, when it reads one. */
+function inputPathIn(dir: string): string {
+  return `${dir}/input`;
 }
 
 /** Creates the function that handles one task and says what to do with its message. */
@@ -183,6 +195,12 @@ export function createTaskHandler(
     log(`job ${task.jobId}: cancelled; stopped and dropped after ${Date.now() - received} ms`);
     return "ack";
   };
+
+  /** Fails a job whose video is no longer in storage (once: that cannot pass). */
+  async function inputGone(jobId: string): Promise<string> {
+    await fail(jobId, "internal", "The uploaded video is no longer in storage");
+    return "failed (input gone)";
+  }
 
   /** Removes the MP3 of a cancelled job; a failure only leaves an unused object behind, so it is logged. */
   async function removeOutput(task: ConversionRequested): Promise<void> {
@@ -244,6 +262,11 @@ export function createTaskHandler(
             return "retry";
           }
           console.error(`Job ${task.jobId} failed (try ${attempt + 1}); trying again in ${delay} ms:`, error);
+          if (steps.source && steps.source !== inputPathIn(dir) && !steps.result) {
+            // Reading the video where it lies may be what failed: the next try fetches a copy (steps done stay).
+            steps.source = undefined;
+            steps.staged = true;
+          }
           await pause(delay, signal);
           if (signal?.aborted || control.cancelled) {
             if (!control.cancelled) log(`job ${task.jobId}: handed back to the broker during a retry wait`);
@@ -266,7 +289,7 @@ export function createTaskHandler(
   ): Promise<string> {
     const { jobId } = task;
     const { signal } = control;
-    const inputPath = `${dir}/input`;
+    const inputPath = inputPathIn(dir);
     const outputPath = `${dir}/output.mp3`;
     const timeline = steps.timeline ??= [];
     let last = Date.now();
@@ -276,22 +299,30 @@ export function createTaskHandler(
       timeline.push(`${name} ${now - last} ms`);
       last = now;
     };
-    if (!steps.downloaded) {
+    if (!steps.source && blobs.readLocation && !steps.staged) {
+      // FFmpeg reads the video where it lies and starts at once, instead of after a whole download. The URL must
+      // outlive the probe and every FFmpeg run of the job; a read that fails anyway is a passing failure, and the
+      // next try works on a local copy.
+      const lifetime = Math.min(deadline - Date.now(), PROBE_TIMEOUT_MS + limits.timeoutMs) / 1000 + 60;
+      const found = await blobs.readLocation(task.inputKey, { expiresIn: lifetime });
+      if (!found) return await inputGone(jobId);
+      steps.source = found.location;
+      mark("locate");
+    }
+    if (!steps.source) {
       const object = await blobs.get(task.inputKey);
-      if (!object) {
-        await fail(jobId, "internal", "The uploaded video is no longer in storage");
-        return "failed (input gone)";
-      }
+      if (!object) return await inputGone(jobId);
       const file = await Deno.open(inputPath, { write: true, create: true, truncate: true });
       await object.body.pipeTo(file.writable, { signal });
-      steps.downloaded = true;
+      steps.source = inputPath;
       mark("download");
     }
+    const source = steps.source;
     // Whether an earlier delivery stored the MP3 already: asked now, while the input is probed, read below.
     const storedLookup = steps.result ? Promise.resolve(null) : blobs.head(task.outputKey);
     storedLookup.catch(() => {}); // a failure counts where it is read, not as unhandled if a step fails first
     if (!steps.probe || !steps.plan) {
-      let probe = await probeInput(inputPath, {
+      let probe = await probeInput(source, {
         name: task.filename,
         ffprobePath: limits.ffprobePath,
         limits: limits.toolLimits,
@@ -303,7 +334,7 @@ export function createTaskHandler(
       // "auto" keeps the MP3 at or below the source's bitrate: where the container does not state it, measure it.
       const unknown = streamToMeasure(probe, task.options);
       if (unknown) {
-        const bitrate = await measureAudioBitrate(inputPath, unknown.index, {
+        const bitrate = await measureAudioBitrate(source, unknown.index, {
           ffmpegPath: limits.ffmpegPath,
           limits: limits.toolLimits,
           deadline: Math.min(deadline, Date.now() + limits.timeoutMs),
@@ -360,7 +391,7 @@ export function createTaskHandler(
       let reported = 0;
       let lastSent = 0;
       let sending = Promise.resolve();
-      await transcode(inputPath, outputPath, {
+      await transcode(source, outputPath, {
         plan,
         workDir: dir,
         name: task.filename,

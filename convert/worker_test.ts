@@ -15,6 +15,7 @@ import { createFsBlobStore } from "@vmp3/adapters/fs";
 import { createKvQueue } from "@vmp3/adapters/kv-queue";
 import { createMemoryBroadcast } from "@vmp3/adapters/memory-broadcast";
 import { makeMedia } from "./testing/media.ts";
+import { type RangeServer, startRangeServer } from "./testing/range_server.ts";
 import { createTaskHandler, startWorker, type TaskControl, type WorkerDeps } from "./worker.ts";
 
 const limits = {
@@ -244,29 +245,38 @@ Deno.test("worker hands the task back when it cannot even report the failure", a
 });
 
 Deno.test("worker fails a task whose input is gone from storage once, and acks it (no retry)", async () => {
-  let gets = 0;
+  let reads = 0;
   const t = await setup((blobs) => ({
     ...blobs,
     get: (key) => {
-      gets++;
+      reads++;
       return blobs.get(key);
+    },
+    readLocation: (key, options) => {
+      reads++;
+      return blobs.readLocation!(key, options);
     },
   }), { retryDelaysMs: [5, 5, 5] });
   assert.equal(await t.handle(t.task()), "ack");
   const events = await t.published();
   assert.deepEqual(events.map((e) => e.type), ["job.failed"]);
-  assert.equal(gets, 1, "asked storage once: not a passing failure");
+  assert.equal(reads, 1, "asked storage once: not a passing failure");
   await t.close();
 });
 
-Deno.test("worker goes on from the step that failed: through an outage at the MP3's upload it neither downloads nor converts again", async () => {
+Deno.test("worker goes on from the step that failed: through an outage at the MP3's upload it neither reads the video nor converts again", async () => {
   let gets = 0;
+  let locates = 0;
   let failures = 2;
   const t = await setup((blobs) => ({
     ...blobs,
     get: (key) => {
       gets++;
       return blobs.get(key);
+    },
+    readLocation: (key, options) => {
+      locates++;
+      return blobs.readLocation!(key, options);
     },
     put: (key, body, options) =>
       key.startsWith("outputs/") && failures-- > 0
@@ -277,10 +287,91 @@ Deno.test("worker goes on from the step that failed: through an outage at the MP
   await store(t.blobs, task.inputKey, await makeMedia(t.root, "mp4"));
   assert.equal(await t.handle(task), "ack");
   const types = (await t.published()).map((e) => e.type);
-  assert.equal(gets, 1, "downloaded once");
+  assert.deepEqual([gets, locates], [0, 1], "the video was read where it lies, and located once");
   assert.equal(types.filter((type) => type === "job.started").length, 1, "converted once");
   assert.equal(types.at(-1), "job.done");
   await t.close();
+});
+
+/** A store whose readLocation hands out `server`'s URL for every object, as an S3 store hands out presigned GETs. */
+function servedBy(server: RangeServer, counts: { gets: number }) {
+  return (blobs: BlobStore): BlobStore => ({
+    ...blobs,
+    get: (key) => {
+      counts.gets++;
+      return blobs.get(key);
+    },
+    readLocation: async (key) => {
+      const found = await blobs.head(key);
+      return found && { location: server.url, size: found.size };
+    },
+  });
+}
+
+Deno.test("worker converts a video read over HTTP with range requests (an MP4 with its index at the end), without fetching a copy", async () => {
+  const dir = await Deno.makeTempDir();
+  const video = await makeMedia(dir, "mp4", { seconds: 4 });
+  const server = startRangeServer(video);
+  const counts = { gets: 0 };
+  const t = await setup(servedBy(server, counts));
+  const task = t.task();
+  await store(t.blobs, task.inputKey, video);
+  assert.equal(await t.handle(task), "ack");
+  const last = (await t.published()).at(-1);
+  assert.equal(last?.type, "job.done");
+  assert.ok(last?.type === "job.done" && Math.abs(last.output.duration - 4) < 0.1, JSON.stringify(last));
+  assert.equal(counts.gets, 0, "no copy of the video was fetched");
+  assert.ok(server.requests >= 2, `the URL was read (${server.requests} requests)`);
+  await server.close();
+  await t.close();
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("worker treats a storage read that breaks under FFmpeg as a passing failure: the next try converts a fetched copy", async () => {
+  const dir = await Deno.makeTempDir();
+  const video = await makeMedia(dir, "mp4", { seconds: 4 });
+  const server = startRangeServer(video);
+  const counts = { gets: 0 };
+  const t = await setup(servedBy(server, counts), {
+    retryDelaysMs: [5, 5, 5],
+    // The probe read the URL; from now on it answers 503, as a store in an outage would.
+    onStarted: () => server.failing = true,
+  });
+  const task = t.task();
+  await store(t.blobs, task.inputKey, video);
+  assert.equal(await t.handle(task), "ack");
+  const types = (await t.published()).map((e) => e.type);
+  assert.equal(types.at(-1), "job.done", `reported ${types}`);
+  assert.equal(types.filter((type) => type === "job.started").length, 1, "probed and started once");
+  assert.equal(counts.gets, 1, "the second try fetched a copy");
+  const stored = await t.blobs.get(task.outputKey);
+  assert.ok(stored && stored.size > 10_000, "the MP3 is stored");
+  await stored.body.cancel();
+  await server.close();
+  await t.close();
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("worker fails a damaged video read over HTTP with corrupt_input, at once, and never shows the URL", async () => {
+  const dir = await Deno.makeTempDir();
+  const video = await makeMedia(dir, "mp4", { seconds: 2 });
+  const bytes = await Deno.readFile(video);
+  await Deno.writeFile(video, bytes.subarray(0, Math.floor(bytes.length / 3))); // cut: no moov
+  const server = startRangeServer(video);
+  const counts = { gets: 0 };
+  const t = await setup(servedBy(server, counts), { retryDelaysMs: [5, 5, 5] });
+  const task = t.task();
+  await store(t.blobs, task.inputKey, video);
+  assert.equal(await t.handle(task), "ack");
+  const events = await t.published();
+  const last = events.at(-1);
+  assert.equal(last?.type === "job.failed" && last.error.code, "corrupt_input", JSON.stringify(last));
+  assert.equal(counts.gets, 0, "not a passing failure: no copy was fetched to try again");
+  const text = JSON.stringify(events);
+  assert.ok(!text.includes("127.0.0.1") && !text.includes("X-Amz") && !text.includes("secret0123"), text);
+  await server.close();
+  await t.close();
+  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("worker hands back an aborted task: FFmpeg is stopped, nothing is reported, the work folder is removed", async () => {

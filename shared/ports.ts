@@ -27,6 +27,15 @@ export interface BlobStore {
   list(prefix: string): Promise<string[]>;
   /** A short-lived URL to download the object directly, or null where the store cannot make one. */
   presignGet(key: string, options: { filename: string; expiresIn: number }): Promise<string | null>;
+  /**
+   * Where a program on this host (FFmpeg) can read the object itself, seeking as it goes, and its size; null if
+   * there is no such object. S3: a GET URL presigned on the store's own endpoint for `expiresIn` seconds, which
+   * serves byte ranges; a folder: the object's file. A store without it is read by get().
+   */
+  readLocation?(
+    key: string,
+    options: { expiresIn: number },
+  ): Promise<{ location: string; size: number } | null>;
 }
 
 /** What a consumer decided about one message. */

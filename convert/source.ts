@@ -1,0 +1,168 @@
+/**
+ * Where a conversion reads its input: a local file, or a URL of the store that serves byte ranges (a presigned
+ * GET), which FFmpeg reads as it converts instead of after a whole download. This file says how each kind is given
+ * to FFmpeg, which of FFmpeg's failures mean the storage read broke rather than the file, and how our own checks
+ * read a few bytes at a given position of either kind.
+ */
+import { resolve } from "node:path";
+
+/** Whether `source` is a URL read over HTTP(S) rather than a local file. */
+export function isUrl(source: string): boolean {
+  return /^https?:\/\//i.test(source);
+}
+
+/** A file path made absolute; a URL as it is. */
+export function resolveSource(source: string): string {
+  return isUrl(source) ? source : resolve(source);
+}
+
+/**
+ * The input options that let FFmpeg read `source` and nothing else: only the file protocol for a file (named
+ * `file:<path>`, so that no name is ever read as a protocol); for a URL, only its own scheme's protocols, with
+ * reconnects through short network faults and a cap on a stalled read. The demuxer allowlist (never playlists or
+ * file lists) keeps any other URL from being opened.
+ */
+export function sourceOptions(source: string): { options: string[]; input: string } {
+  if (!isUrl(source)) return { options: ["-protocol_whitelist", "file"], input: `file:${source}` };
+  return {
+    options: [
+      "-protocol_whitelist",
+      /^https:/i.test(source) ? "https,tls,tcp" : "http,tcp",
+      "-reconnect",
+      "1",
+      "-reconnect_on_network_error",
+      "1",
+      "-reconnect_delay_max",
+      "4",
+      "-rw_timeout",
+      String(READ_STALL_US),
+    ],
+    input: source,
+  };
+}
+
+/** How long one read of a URL may stall before FFmpeg gives up on it (µs). */
+const READ_STALL_US = 30_000_000;
+
+/** What FFmpeg writes when reading a URL failed: the network or the store, not the file. */
+const READ_FAILURE =
+  /Connection refused|Connection reset|Connection timed out|Operation timed out|Server returned [45]\d\d|Server returned [45]XX|HTTP error [45]\d\d|Stream ends prematurely|Failed to reconnect|Will reconnect at|Broken pipe|No route to host|Network is unreachable|Input\/output error/i;
+
+/** Whether FFmpeg's log says that it could not read `source` because a URL read broke. */
+export function sourceReadFailed(source: string, log: string): boolean {
+  return isUrl(source) && READ_FAILURE.test(log);
+}
+
+/** `log` with the source shown as `name`: a URL carries a signature that must not reach a client. */
+export function hideSource(log: string, source: string, name: string): string {
+  let text = log;
+  if (isUrl(source)) {
+    text = text.replaceAll(source, name);
+    const withoutQuery = source.split("?")[0];
+    text = text.replaceAll(withoutQuery, name).replace(/X-Amz-[A-Za-z-]+=[^&\s'"]*/g, "");
+  }
+  return text;
+}
+
+/** Reads bytes of an input at any position. */
+export interface SourceReader {
+  /** The input's length in bytes. */
+  size: number;
+  /** Up to `length` bytes from `at`; fewer only at the end. */
+  readAt(at: number, length: number): Promise<Uint8Array>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/**
+ * A reader of `source`. A URL is read in blocks of `blockBytes` by range requests, the last blocks kept, so that
+ * walking a file's box headers costs a few requests, not one per header.
+ */
+export async function openSource(
+  source: string,
+  options: { blockBytes?: number; signal?: AbortSignal } = {},
+): Promise<SourceReader> {
+  if (!isUrl(source)) return await openFile(source);
+  const blockBytes = options.blockBytes ?? 256 * 1024;
+  const blocks = new Map<number, Uint8Array>();
+  const fetchBlock = async (index: number): Promise<{ bytes: Uint8Array; total: number }> => {
+    const start = index * blockBytes;
+    const response = await fetch(source, {
+      headers: { range: `bytes=${start}-${start + blockBytes - 1}` },
+      signal: options.signal,
+    });
+    if (response.status === 416) {
+      await response.body?.cancel();
+      return {
+        bytes: new Uint8Array(0),
+        total: Number(/\/(\d+)$/.exec(response.headers.get("content-range") ?? "")?.[1] ?? start),
+      };
+    }
+    if (response.status !== 206 && response.status !== 200) {
+      await response.body?.cancel();
+      throw new Error(`Reading the input from storage failed: HTTP ${response.status}`);
+    }
+    const whole = new Uint8Array(await response.arrayBuffer());
+    if (response.status === 200) {
+      // The store ignored the range: it sent the whole object.
+      return { bytes: whole.slice(start, start + blockBytes), total: whole.length };
+    }
+    const total = Number(/\/(\d+)$/.exec(response.headers.get("content-range") ?? "")?.[1]);
+    return { bytes: whole, total: Number.isFinite(total) ? total : start + whole.length };
+  };
+  const first = await fetchBlock(0);
+  blocks.set(0, first.bytes);
+  const block = async (index: number): Promise<Uint8Array> => {
+    let bytes = blocks.get(index);
+    if (!bytes) {
+      bytes = (await fetchBlock(index)).bytes;
+      if (blocks.size >= 8) blocks.delete(blocks.keys().next().value!);
+      blocks.set(index, bytes);
+    }
+    return bytes;
+  };
+  return {
+    size: first.total,
+    async readAt(at, length) {
+      const end = Math.min(at + length, first.total);
+      if (at >= end) return new Uint8Array(0);
+      const out = new Uint8Array(end - at);
+      for (let pos = at; pos < end;) {
+        const index = Math.floor(pos / blockBytes);
+        const bytes = await block(index);
+        const from = pos - index * blockBytes;
+        const take = Math.min(bytes.length - from, end - pos);
+        if (take <= 0) return out.subarray(0, pos - at);
+        out.set(bytes.subarray(from, from + take), pos - at);
+        pos += take;
+      }
+      return out;
+    },
+    [Symbol.asyncDispose]() {
+      blocks.clear();
+      return Promise.resolve();
+    },
+  };
+}
+
+async function openFile(path: string): Promise<SourceReader> {
+  const file = await Deno.open(path, { read: true });
+  const { size } = await file.stat();
+  return {
+    size,
+    async readAt(at, length) {
+      await file.seek(at, Deno.SeekMode.Start);
+      const buffer = new Uint8Array(Math.max(0, Math.min(length, size - at)));
+      let filled = 0;
+      while (filled < buffer.length) {
+        const n = await file.read(buffer.subarray(filled));
+        if (n === null) break;
+        filled += n;
+      }
+      return buffer.subarray(0, filled);
+    },
+    [Symbol.asyncDispose]() {
+      file.close();
+      return Promise.resolve();
+    },
+  };
+}
