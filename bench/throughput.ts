@@ -7,6 +7,10 @@
  *                  8 submitters → all done), against `xargs -P N ffmpeg` on the same clips, the same options
  *                  (192k CBR MP3). The ratio is ours in clips/s over xargs' in clips/s. Figure 4 is N = 2.
  *   7. scaling     the same for N in WORKERS (default 1,2,4): the curve, and where the 2 cores flatten it.
+ *      CPU         for 4 and 7, where the CPU goes: CPU seconds per clip of the whole machine (/proc/stat) for
+ *                  ours and for xargs, and of each of this run's processes (/proc/[pid]/stat) by group: the four
+ *                  services, ffmpeg/ffprobe, s3rver, Redis, RabbitMQ, this bench (the submitting client), other
+ *                  (bench/measure.ts cpuDelta). The machine is shared: what other processes spent is shown apart.
  *   5. status      `wrk -t2 -c64 -d10s` on GET /v1/jobs/{id} of a done job, against the same wrk on a bare Hono
  *                  hello-world (bench/hello_hono.ts, its own process): an open Gateway (AUTH=open, no
  *                  Authorization header), then a Gateway with AUTH=required and an API key (made with
@@ -24,7 +28,7 @@ import { createRedisClient } from "@vmp3/adapters/redis";
 import { createRedisKeyStore } from "@vmp3/adapters/redis-keys";
 import { runKeysCommand } from "../metadata/keys_cli.ts";
 import { freePort, startProduct } from "../e2e/product.ts";
-import { median, sh } from "./measure.ts";
+import { CPU_GROUPS, type CpuDelta, cpuDelta, cpuSnapshot, median, sh, testServerPids } from "./measure.ts";
 
 const RUNS = Number(Deno.env.get("RUNS") ?? 3);
 const CLIPS = Number(Deno.env.get("CLIPS") ?? 40);
@@ -101,14 +105,27 @@ async function submit(
   return ids;
 }
 
-/** Figures 4 and 7: seconds for CLIPS clips, ours (and how long the uploads took) and `xargs -P n ffmpeg`. */
-const throughput: Record<string, { ours: number[]; uploads: number[]; xargs: number[] }> = {};
+/** The CPU spent during each run of ours and of xargs (for CLIPS clips). */
+interface CpuRuns {
+  ours: CpuDelta[];
+  xargs: CpuDelta[];
+}
+
+/**
+ * Figures 4 and 7: seconds for CLIPS clips, ours (and how long the uploads took) and `xargs -P n ffmpeg`, and
+ * the CPU each run spent.
+ */
+const throughput: Record<string, { ours: number[]; uploads: number[]; xargs: number[]; cpu: CpuRuns }> = {};
+// This run's own processes: the bench and its descendants (the services, their ffmpeg, the reference's xargs),
+// and the servers scripts/test_servers.sh started for it.
+const cpuRoots = [Deno.pid, ...await testServerPids()];
 if (SCENARIOS.includes("throughput")) {
   for (const workers of WORKERS) {
-    const figures: { ours: number[]; uploads: number[]; xargs: number[] } = {
+    const figures: { ours: number[]; uploads: number[]; xargs: number[]; cpu: CpuRuns } = {
       ours: [],
       uploads: [],
       xargs: [],
+      cpu: { ours: [], xargs: [] },
     };
     throughput[workers] = figures;
     const product = await startProduct(workers);
@@ -117,19 +134,23 @@ if (SCENARIOS.includes("throughput")) {
         loads.push(await load());
         console.error(`throughput: ${workers} worker(s), run ${run + 1}/${RUNS}, load ${loads.at(-1)}`);
         const ffmpeg = async () => {
+          const cpu = await cpuSnapshot();
           const began = performance.now();
           await sh(
             `seq ${CLIPS} | xargs -P ${workers} -I{} ffmpeg -nostdin -v error -y -i '${clip}' -vn ` +
               `-c:a libmp3lame -b:a 192k '${dir}/plain-{}.mp3'`,
           );
           figures.xargs.push((performance.now() - began) / 1000);
+          figures.cpu.xargs.push(cpuDelta(cpu, await cpuSnapshot(), { roots: cpuRoots }));
         };
         const ours = async () => {
+          const cpu = await cpuSnapshot();
           const began = performance.now();
           const ids = await submit(product.url, CLIPS, `tp-${workers}-${run}`);
           figures.uploads.push((performance.now() - began) / 1000);
           await waitAll(product.url, ids);
           figures.ours.push((performance.now() - began) / 1000);
+          figures.cpu.ours.push(cpuDelta(cpu, await cpuSnapshot(), { roots: cpuRoots }));
         };
         // Alternating which goes first, so neither always meets the other's leftovers (page cache, GC).
         if (run % 2) {
@@ -244,6 +265,30 @@ if (SCENARIOS.includes("status")) {
 }
 await Deno.remove(dir, { recursive: true });
 
+/** The CPU of a scenario's runs, per clip: the median of each figure on its own. */
+interface CpuPerClip {
+  machine: number;
+  busyCores: number;
+  ours: number;
+  oursCores: number;
+  groups: Record<string, number>;
+  others: number;
+  unaccounted: number;
+}
+
+function cpuPerClip(runs: CpuDelta[]): CpuPerClip {
+  const per = (value: (d: CpuDelta) => number) => median(runs.map(value)) / CLIPS;
+  return {
+    machine: per((d) => d.machine),
+    busyCores: median(runs.map((d) => d.machine / d.wall)),
+    ours: per((d) => d.ours),
+    oursCores: median(runs.map((d) => d.ours / d.wall)),
+    groups: Object.fromEntries(CPU_GROUPS.map((g) => [g, per((d) => d.groups[g])])),
+    others: per((d) => d.others),
+    unaccounted: per((d) => d.unaccounted),
+  };
+}
+
 // The report.
 const report: string[] = [
   `Measured on ${
@@ -260,12 +305,51 @@ if (Object.keys(throughput).length) {
     "| workers | ours: upload → all done | of which uploads | `xargs -P N ffmpeg` | ours, clips/s | ratio |",
     "|---|---|---|---|---|---|",
   );
+  const perClip: Record<string, { ours: CpuPerClip; xargs: CpuPerClip }> = {};
   for (const [workers, f] of Object.entries(throughput)) {
     const m = { ours: median(f.ours), uploads: median(f.uploads), xargs: median(f.xargs) };
-    medians[`throughput${workers}`] = { ...m, ratio: m.xargs / m.ours };
+    perClip[workers] = { ours: cpuPerClip(f.cpu.ours), xargs: cpuPerClip(f.cpu.xargs) };
+    medians[`throughput${workers}`] = { ...m, ratio: m.xargs / m.ours, cpuPerClip: perClip[workers] };
     report.push(
       `| ${workers} | ${m.ours.toFixed(2)} s | ${m.uploads.toFixed(2)} s | ${m.xargs.toFixed(2)} s | ` +
         `${(CLIPS / m.ours).toFixed(2)} | **${(m.xargs / m.ours).toFixed(2)}** |`,
+    );
+  }
+  report.push("");
+  // Where the CPU goes: one column for ours and one for xargs at each worker count.
+  const columns = Object.entries(perClip).flatMap(([workers, c]) => [
+    [`ours, N = ${workers}`, c.ours] as const,
+    [`xargs, N = ${workers}`, c.xargs] as const,
+  ]);
+  const row = (name: string, value: (c: CpuPerClip) => number, digits = 3) =>
+    `| ${name} | ${columns.map(([, c]) => value(c).toFixed(digits)).join(" | ")} |`;
+  report.push(
+    `Where the CPU goes, in CPU seconds per clip (median of the runs, each row on its own, so the rows need not ` +
+      `add up exactly): the machine's busy time from /proc/stat, each process's from /proc/[pid]/stat ` +
+      `(own + reaped children). During xargs the product is up but idle.`,
+    "",
+    `| CPU s per clip | ${columns.map(([name]) => name).join(" | ")} |`,
+    `|---|${columns.map(() => "---").join("|")}|`,
+    row("**whole machine**", (c) => c.machine),
+    row(`busy cores (of ${navigator.hardwareConcurrency}): machine CPU s / wall s`, (c) => c.busyCores, 2),
+    row("**this run's processes**", (c) => c.ours),
+    row("busy cores: this run's CPU s / wall s", (c) => c.oursCores, 2),
+    ...CPU_GROUPS.map((g) => row(`&nbsp;&nbsp;${g}`, (c) => c.groups[g])),
+    row("other processes on the machine", (c) => c.others),
+    row("in no process seen (interrupts, lost)", (c) => c.unaccounted),
+    "",
+  );
+  for (const [workers, c] of Object.entries(perClip)) {
+    report.push(
+      `N = ${workers}: ours spends ${c.ours.machine.toFixed(2)} machine CPU s a clip ` +
+        `(${c.ours.groups["ffmpeg/ffprobe"].toFixed(2)} in ffmpeg/ffprobe), xargs ${
+          c.xargs.machine.toFixed(2)
+        } ` +
+        `(${c.xargs.groups["ffmpeg/ffprobe"].toFixed(2)}): ${
+          (c.ours.machine / c.xargs.machine).toFixed(2)
+        }× the ` +
+        `CPU, with ${c.ours.busyCores.toFixed(2)} cores busy against ${c.xargs.busyCores.toFixed(2)} ` +
+        `(this run's processes: ${c.ours.oursCores.toFixed(2)} against ${c.xargs.oursCores.toFixed(2)}).`,
     );
   }
   report.push("");
