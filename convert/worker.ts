@@ -24,6 +24,7 @@ import { measureAudioBitrate } from "./audio_bitrate.ts";
 import { type ConversionPlan, planConversion, streamToMeasure } from "./plan.ts";
 import { readMp3Info } from "./mp3_info.ts";
 import { probeInput, type ProbeResult } from "./probe.ts";
+import { isUrl } from "./source.ts";
 import { transcode } from "./transcode.ts";
 import type { ToolLimits } from "./ffmpeg_check.ts";
 
@@ -78,10 +79,15 @@ export interface WorkerDeps {
    * to fit in it. Unlimited by default.
    */
   maxHoldMs?: number;
+  /**
+   * The smallest video read over HTTP where it lies (default {@linkcode READ_IN_PLACE_FROM_BYTES}); a smaller one
+   * is fetched into the work folder. A store's own file is always read in place.
+   */
+  readInPlaceFromBytes?: number;
   /** Told, one line each, what happens to each task: received, retried, done, handed back. */
   log?: (line: string) => void;
   /** Called once a task's job.started event is confirmed, before FFmpeg runs. */
-  onStarted?: (task: ConversionRequested) => void;
+  onStarted?: (task: ConversionRequested) => void | Promise<void>;
   now?: () => Date;
 }
 
@@ -100,6 +106,12 @@ export interface TaskControl {
    */
   cancelled?: boolean;
 }
+
+/**
+ * Below this a video is fetched whole rather than read over HTTP as FFmpeg goes (8 MiB): fetching it takes ~30 ms
+ * here, and the tools' range requests cost the store more than one GET (bench/throughput.ts, docs/benchmarks.md).
+ */
+export const READ_IN_PLACE_FROM_BYTES = 8 * 1024 * 1024;
 
 /** About five minutes of tries. */
 export const RETRY_DELAYS_MS = [1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 60_000, 60_000, 60_000];
@@ -180,6 +192,7 @@ export function createTaskHandler(
   const { blobs, events, workDir, limits, progressEveryMs = 500, now = () => new Date() } = deps;
   const retryDelaysMs = deps.retryDelaysMs ?? RETRY_DELAYS_MS;
   const maxHoldMs = deps.maxHoldMs ?? Infinity;
+  const readInPlaceFromBytes = deps.readInPlaceFromBytes ?? READ_IN_PLACE_FROM_BYTES;
   const log = deps.log ?? (() => {});
   const at = () => now().toISOString();
   const fail = (jobId: string, code: string, message: string) =>
@@ -306,7 +319,9 @@ export function createTaskHandler(
       const lifetime = Math.min(deadline - Date.now(), PROBE_TIMEOUT_MS + limits.timeoutMs) / 1000 + 60;
       const found = await blobs.readLocation(task.inputKey, { expiresIn: lifetime });
       if (!found) return await inputGone(jobId);
-      steps.source = found.location;
+      // A small video over HTTP is fetched whole instead: one GET costs the store less than the tools' several
+      // range requests, and takes a few ms.
+      if (!isUrl(found.location) || found.size >= readInPlaceFromBytes) steps.source = found.location;
       mark("locate");
     }
     if (!steps.source) {
@@ -357,7 +372,7 @@ export function createTaskHandler(
       await events.publish({ type: "job.started", version: 1, jobId, at: at(), duration: probe.duration });
       steps.started = true;
       mark("started event");
-      deps.onStarted?.(task);
+      await deps.onStarted?.(task);
     }
 
     const storedBefore = !steps.result && await storedLookup;

@@ -313,7 +313,7 @@ Deno.test("worker converts a video read over HTTP with range requests (an MP4 wi
   const video = await makeMedia(dir, "mp4", { seconds: 4 });
   const server = startRangeServer(video);
   const counts = { gets: 0 };
-  const t = await setup(servedBy(server, counts));
+  const t = await setup(servedBy(server, counts), { readInPlaceFromBytes: 0 });
   const task = t.task();
   await store(t.blobs, task.inputKey, video);
   assert.equal(await t.handle(task), "ack");
@@ -327,15 +327,36 @@ Deno.test("worker converts a video read over HTTP with range requests (an MP4 wi
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("worker fetches a video under readInPlaceFromBytes whole, with one GET, rather than reading its URL", async () => {
+  const dir = await Deno.makeTempDir();
+  const video = await makeMedia(dir, "mp4", { seconds: 2 });
+  const server = startRangeServer(video);
+  const counts = { gets: 0 };
+  const t = await setup(servedBy(server, counts), {
+    readInPlaceFromBytes: (await Deno.stat(video)).size + 1,
+  });
+  const task = t.task();
+  await store(t.blobs, task.inputKey, video);
+  assert.equal(await t.handle(task), "ack");
+  assert.equal((await t.published()).at(-1)?.type, "job.done");
+  assert.deepEqual([counts.gets, server.requests], [1, 0]);
+  await server.close();
+  await t.close();
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("worker treats a storage read that breaks under FFmpeg as a passing failure: the next try converts a fetched copy", async () => {
   const dir = await Deno.makeTempDir();
   const video = await makeMedia(dir, "mp4", { seconds: 4 });
   const server = startRangeServer(video);
   const counts = { gets: 0 };
   const t = await setup(servedBy(server, counts), {
+    readInPlaceFromBytes: 0,
     retryDelaysMs: [5, 5, 5],
     // The probe read the URL; from now on it answers 503, as a store in an outage would.
-    onStarted: () => server.failing = true,
+    onStarted: () => {
+      server.failing = true;
+    },
   });
   const task = t.task();
   await store(t.blobs, task.inputKey, video);
@@ -359,7 +380,7 @@ Deno.test("worker fails a damaged video read over HTTP with corrupt_input, at on
   await Deno.writeFile(video, bytes.subarray(0, Math.floor(bytes.length / 3))); // cut: no moov
   const server = startRangeServer(video);
   const counts = { gets: 0 };
-  const t = await setup(servedBy(server, counts), { retryDelaysMs: [5, 5, 5] });
+  const t = await setup(servedBy(server, counts), { readInPlaceFromBytes: 0, retryDelaysMs: [5, 5, 5] });
   const task = t.task();
   await store(t.blobs, task.inputKey, video);
   assert.equal(await t.handle(task), "ack");
@@ -376,7 +397,11 @@ Deno.test("worker fails a damaged video read over HTTP with corrupt_input, at on
 
 Deno.test("worker hands back an aborted task: FFmpeg is stopped, nothing is reported, the work folder is removed", async () => {
   const stop = new AbortController();
-  const t = await setup(undefined, { onStarted: () => setTimeout(() => stop.abort(), 200) });
+  const t = await setup(undefined, {
+    onStarted: () => {
+      setTimeout(() => stop.abort(), 200);
+    },
+  });
   const task = t.task();
   await store(t.blobs, task.inputKey, await makeMedia(t.root, "flac", { seconds: 1500 }));
   const started = Date.now();
