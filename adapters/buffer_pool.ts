@@ -8,6 +8,8 @@
 export interface BufferPool {
   /** A buffer for the caller alone, once one is free. */
   take(): Promise<Uint8Array>;
+  /** A buffer at once if one is free and nobody is waiting for one; else null (never waits). */
+  tryTake(): Uint8Array | null;
   /** Gives a buffer back; the longest waiter gets it. */
   give(buffer: Uint8Array): void;
   /** Buffers made so far (at most `count`). */
@@ -29,6 +31,16 @@ export function createBufferPool(size: number, count: number): BufferPool {
         return Promise.resolve(new Uint8Array(size));
       }
       return new Promise((resolve) => waiting.push(resolve));
+    },
+    tryTake() {
+      if (waiting.length > 0) return null;
+      const buffer = free.pop();
+      if (buffer) return buffer;
+      if (made < count) {
+        made++;
+        return new Uint8Array(size);
+      }
+      return null;
     },
     give(buffer) {
       const next = waiting.shift();

@@ -21,3 +21,20 @@ Deno.test("a buffer pool makes at most its count of buffers and hands them back 
   assert.equal(await pool.take(), a, "a free buffer is reused, not made");
   assert.equal(pool.made, 2);
 });
+
+Deno.test("a buffer pool's tryTake gives a free buffer at once, and null when none is free or someone waits", async () => {
+  const pool = createBufferPool(4, 2);
+  const a = pool.tryTake();
+  const b = pool.tryTake();
+  assert.ok(a && b);
+  assert.equal(pool.tryTake(), null, "both made and taken");
+  const waiter = pool.take();
+  pool.give(a);
+  assert.equal(await waiter, a, "the waiter gets it");
+  pool.give(b);
+  assert.equal(pool.tryTake(), b, "free again");
+  const second = pool.take();
+  assert.equal(pool.tryTake(), null, "someone is waiting: no queue jumping");
+  pool.give(b);
+  assert.equal(await second, b);
+});

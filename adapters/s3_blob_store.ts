@@ -74,6 +74,8 @@ export interface S3BlobStore extends BlobStore {
 const PART_SIZE = 8 * 1024 * 1024;
 /** How many parts of one upload are sent at once. */
 const QUEUE_SIZE = 2;
+/** How many part buffers a body of unknown length may fill before it is sent: one that ends within them is one PUT. */
+const SINGLE_PUT_BUFFERS = 2;
 /** How many part buffers the uploads of one store share by default. */
 const UPLOAD_BUFFERS = 12;
 /** The largest object one PutObject may create (S3's limit); a larger known size goes multipart. */
@@ -373,15 +375,27 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
       let uploadId: string | undefined;
       const inFlight = new Set<Promise<void>>();
       try {
+        // Up to SINGLE_PUT_BUFFERS buffers are filled before anything is sent: a body that ends within them goes
+        // in one PutObject, which costs a store much less than a multipart upload (for 10 MB on s3rver, 0.05 s
+        // against 0.12 s: bench/upload_breakdown.ts). A longer one sends them as its first parts.
+        // Only the first is waited for: an upload holding one buffer must never wait for another that uploads
+        // holding one each would never give back.
         const first = await take();
-        const firstLength = await fill(first);
+        const filled = [{ buffer: first, length: await fill(first) }];
+        while (filled.length < SINGLE_PUT_BUFFERS && !(ended && !pending)) {
+          const buffer = buffers.tryTake();
+          if (!buffer) break;
+          held.add(buffer);
+          filled.push({ buffer, length: await fill(buffer) });
+        }
         if (ended && !pending) {
+          const chunks = filled.map(({ buffer, length }) => buffer.subarray(0, length));
           await client.send(
             new PutObjectCommand({
               Bucket,
               Key: key,
-              Body: first.subarray(0, firstLength),
-              ContentLength: firstLength,
+              Body: chunks.length === 1 ? chunks[0] : Readable.from(chunks),
+              ContentLength: size,
               ContentType: options?.contentType,
             }),
           );
@@ -413,8 +427,8 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
           });
           inFlight.add(sending);
         };
-        let partNumber = 1;
-        send(first, firstLength, partNumber);
+        let partNumber = 0;
+        for (const { buffer, length } of filled) send(buffer, length, ++partNumber);
         while (!(ended && !pending)) {
           while (inFlight.size >= QUEUE_SIZE) await Promise.race(inFlight);
           if (failure) throw failure.error;

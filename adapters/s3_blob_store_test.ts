@@ -106,6 +106,27 @@ Deno.test("s3: a 20 MiB multipart object round-trips byte for byte", async () =>
   });
 });
 
+Deno.test("s3: a body of unknown length round-trips byte for byte, ending within the first two part buffers (one PutObject) or past them (multipart), also with a budget of one buffer", async () => {
+  for (const uploadBuffers of [12, 1]) {
+    await withStore(async (store) => {
+      for (
+        const size of [8 * 1024 * 1024 + 7, 12 * 1024 * 1024 + 7, 16 * 1024 * 1024, 20 * 1024 * 1024 + 7]
+      ) {
+        const key = `inputs/unknown-${size}`;
+        const { stream, digest } = generated(size, size);
+        assert.deepEqual(await store.put(key, stream), { size });
+        const got = await store.get(key);
+        assert.equal(got?.size, size);
+        assert.equal(
+          await sha256(await readAll(got!.body)),
+          await digest,
+          `${size} with ${uploadBuffers} buffers`,
+        );
+      }
+    }, { uploadBuffers });
+  }
+});
+
 Deno.test("s3: uploads at once share a budget of 2 part buffers and all complete, byte for byte", async () => {
   await withStore(async (store) => {
     const size = 18 * 1024 * 1024 + 7; // 3 parts each, so each upload needs more buffers than the budget alone
@@ -374,7 +395,8 @@ Deno.test("s3: a multipart upload cut by an outage fails with service_unavailabl
     const body = new ReadableStream<Uint8Array>({
       async pull(controller) {
         if (sent >= 24 * 1024 * 1024) return controller.close();
-        if (sent >= 10 * 1024 * 1024 && !stopped) {
+        // Past the first two part buffers (16 MiB), so that the multipart upload has begun.
+        if (sent >= 18 * 1024 * 1024 && !stopped) {
           stopped = true;
           await testServer("TEST_S3_STOP");
         }
