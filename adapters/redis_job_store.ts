@@ -110,17 +110,25 @@ function expiryScore(job: Job): string {
 /** How often an update tries again after another writer changed the job under it. */
 const MAX_TRIES = 20;
 
+/** The wait for each client's first connection, shared by every caller meanwhile. */
+const connecting = new WeakMap<Redis, Promise<void>>();
+
 /**
  * Waits, up to `timeoutMs`, for a client that has not connected yet: with the offline queue off, a command sent
  * before the first connection would fail at once. A client that is reconnecting after an outage is not waited for.
+ * Callers that come meanwhile share one wait (and its time limit), so a burst of first calls adds one set of
+ * listeners to the client, not one per call.
  */
 export function whenConnected(redis: Redis, timeoutMs: number): Promise<void> {
   if (redis.status === "ready") return Promise.resolve();
   if (redis.status === "wait") redis.connect().catch(() => {});
   if (redis.status !== "connecting" && redis.status !== "connect") return Promise.resolve();
-  return new Promise((resolve, reject) => {
+  const pending = connecting.get(redis);
+  if (pending) return pending;
+  const wait = new Promise<void>((resolve, reject) => {
     const done = (error?: Error) => {
       clearTimeout(timer);
+      connecting.delete(redis);
       redis.off("ready", onReady);
       redis.off("error", onError);
       redis.off("end", onEnd);
@@ -139,6 +147,8 @@ export function whenConnected(redis: Redis, timeoutMs: number): Promise<void> {
     redis.on("error", onError);
     redis.on("end", onEnd);
   });
+  connecting.set(redis, wait);
+  return wait;
 }
 
 /** Creates a {@linkcode JobStore} keeping each job as JSON under `<prefix>job:<id>`. */

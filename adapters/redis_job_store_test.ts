@@ -293,3 +293,25 @@ Deno.test("redis: a job stored before the indexes existed is indexed by its next
     redis.disconnect();
   }
 });
+
+Deno.test("redis job store: a burst of first calls shares one wait for the connection (no listener per call)", async () => {
+  const redis = createRedisClient(redisUrl());
+  try {
+    const readyBefore = redis.listenerCount("ready");
+    const errorBefore = redis.listenerCount("error");
+    const store = createRedisJobStore(redis, { prefix: `test-${crypto.randomUUID()}:` });
+    const reads = Array.from({ length: 50 }, () => store.get(crypto.randomUUID()));
+    assert.ok(
+      redis.listenerCount("ready") - readyBefore <= 1,
+      `${redis.listenerCount("ready")} ready listeners`,
+    );
+    assert.ok(
+      redis.listenerCount("error") - errorBefore <= 1,
+      `${redis.listenerCount("error")} error listeners`,
+    );
+    assert.deepEqual(await Promise.all(reads), new Array(50).fill(null));
+    assert.equal(redis.listenerCount("ready"), readyBefore, "the shared wait's listeners are removed");
+  } finally {
+    redis.disconnect();
+  }
+});
