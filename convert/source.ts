@@ -101,11 +101,13 @@ export async function openSource(
       await response.body?.cancel();
       throw new Error(`Reading the input from storage failed: HTTP ${response.status}`);
     }
-    const whole = new Uint8Array(await response.arrayBuffer());
     if (response.status === 200) {
-      // The store ignored the range: it sent the whole object.
-      return { bytes: whole.slice(start, start + blockBytes), total: whole.length };
+      // The store ignored the range and sends the whole object: keep the block, drop the rest unread.
+      const length = Number(response.headers.get("content-length"));
+      const bytes = await readSpan(response.body!, start, start + blockBytes);
+      return { bytes, total: Number.isFinite(length) && length > 0 ? length : start + bytes.length };
     }
+    const whole = new Uint8Array(await response.arrayBuffer());
     const total = Number(/\/(\d+)$/.exec(response.headers.get("content-range") ?? "")?.[1]);
     return { bytes: whole, total: Number.isFinite(total) ? total : start + whole.length };
   };
@@ -165,4 +167,28 @@ async function openFile(path: string): Promise<SourceReader> {
       return Promise.resolve();
     },
   };
+}
+
+/** The bytes of `body` from `start` to `end` (or its end), reading no further and cancelling the rest. */
+async function readSpan(body: ReadableStream<Uint8Array>, start: number, end: number): Promise<Uint8Array> {
+  const out = new Uint8Array(end - start);
+  let filled = 0;
+  let at = 0;
+  const reader = body.getReader();
+  try {
+    while (at < end) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      const from = Math.max(start - at, 0);
+      const to = Math.min(value.length, end - at);
+      if (to > from) {
+        out.set(value.subarray(from, to), filled);
+        filled += to - from;
+      }
+      at += value.length;
+    }
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  return out.subarray(0, filled);
 }

@@ -8,18 +8,20 @@ export interface RangeServer {
   requests: number;
   /** While true, every request gets 503. */
   failing: boolean;
+  /** While true, a Range header is ignored: the whole file is sent with 200, as a store without ranges would. */
+  ignoreRanges: boolean;
   close(): Promise<void>;
 }
 
 /** Serves `path` on a free loopback port: `Range: bytes=a-b` gets 206 with Content-Range, else 200. */
 export function startRangeServer(path: string): RangeServer {
-  const state = { requests: 0, failing: false };
+  const state = { requests: 0, failing: false, ignoreRanges: false };
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (request) => {
     state.requests++;
     if (state.failing) return new Response("SlowDown", { status: 503 });
     const file = await Deno.open(path, { read: true });
     const { size } = await file.stat();
-    const range = /^bytes=(\d+)-(\d*)$/.exec(request.headers.get("range") ?? "");
+    const range = state.ignoreRanges ? null : /^bytes=(\d+)-(\d*)$/.exec(request.headers.get("range") ?? "");
     if (!range) {
       return new Response(file.readable, {
         headers: { "content-length": String(size), "accept-ranges": "bytes" },
