@@ -1,7 +1,8 @@
 /**
  * The Convert worker: takes a conversion task, probes the video and runs FFmpeg on it where it lies in storage (a
- * presigned URL read with range requests, or the store's own file; after a passing read failure, a copy fetched
- * into a private work folder), stores the MP3 under the job's deterministic key, and reports to Metadata. A task is acked only after the
+ * presigned URL read with range requests, or the store's own file; a small video, or any after a passing read
+ * failure, is first fetched into a private work folder), stores the MP3 under the job's deterministic key, and
+ * reports to Metadata. A task is acked only after the
  * MP3 is stored and the final event is confirmed by the broker; a redelivered task whose MP3 is stored already
  * reports that MP3 rather than making it again. A job cancelled while its task is in hand is stopped (FFmpeg
  * killed), its MP3 removed, and its task acked; a task whose job was cancelled before it arrived is skipped.
@@ -452,8 +453,10 @@ export function createTaskHandler(
       // Hashed on its way into storage: the MP3 is read once per try.
       const tap = sha256Tap();
       const output = await Deno.open(outputPath, { read: true });
+      // Its length is known: one PutObject whatever the size (up to S3's 5 GiB), never a multipart upload.
       const { size } = await blobs.put(task.outputKey, output.readable.pipeThrough(tap.stream), {
         contentType: "audio/mpeg",
+        size: (await output.stat()).size,
       });
       steps.stored = { size, sha256: tap.digest() };
       mark("store");
