@@ -89,6 +89,11 @@ export async function openSource(
     const response = await fetch(source, {
       headers: { range: `bytes=${start}-${start + blockBytes - 1}` },
       signal: options.signal,
+    }).catch((error) => {
+      if (options.signal?.aborted) throw error;
+      // The store cannot be reached; the message must not carry the URL's signature into the logs.
+      const why = hideSource(String(error?.message ?? error), source, "the input");
+      throw new Error(`Reading the input from storage failed: ${why}`);
     });
     if (response.status === 416) {
       await response.body?.cancel();

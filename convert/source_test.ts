@@ -56,6 +56,12 @@ Deno.test("source: a URL reader and a file reader read the same bytes anywhere, 
       assert.deepEqual(await whole.readAt(20_000, 5_000), bytes.subarray(20_000, 25_000));
       server.failing = true;
       await assert.rejects(openSource(server.url), /HTTP 503/);
+      const closed = server.url.replace(/:\d+\//, ":9/"); // nothing listens on port 9
+      await assert.rejects(openSource(closed), (error: Error) => {
+        assert.match(error.message, /^Reading the input from storage failed/);
+        assert.ok(!error.message.includes("secret0123"), error.message);
+        return true;
+      });
     } finally {
       await server.close();
     }
