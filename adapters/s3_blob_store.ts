@@ -76,6 +76,8 @@ const PART_SIZE = 8 * 1024 * 1024;
 const QUEUE_SIZE = 2;
 /** How many part buffers a body of unknown length may fill before it is sent: one that ends within them is one PUT. */
 const SINGLE_PUT_BUFFERS = 2;
+/** The waits before trying again a PutObject of two part buffers (the SDK's own tries do not cover it). */
+const SINGLE_PUT_RETRY_DELAYS_MS = [100, 400];
 /** How many part buffers the uploads of one store share by default. */
 const UPLOAD_BUFFERS = 12;
 /** The largest object one PutObject may create (S3's limit); a larger known size goes multipart. */
@@ -390,16 +392,25 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
         }
         if (ended && !pending) {
           const chunks = filled.map(({ buffer, length }) => buffer.subarray(0, length));
-          await client.send(
-            new PutObjectCommand({
-              Bucket,
-              Key: key,
-              Body: chunks.length === 1 ? chunks[0] : Readable.from(chunks),
-              ContentLength: size,
-              ContentType: options?.contentType,
-            }),
-          );
-          return { size };
+          // The SDK retries a request whose body is one buffer, never one whose body is a stream (it cannot read
+          // it twice): two buffers go as a stream, so their tries are made here, each with a fresh stream.
+          for (let attempt = 0;; attempt++) {
+            try {
+              await client.send(
+                new PutObjectCommand({
+                  Bucket,
+                  Key: key,
+                  Body: chunks.length === 1 ? chunks[0] : Readable.from(chunks),
+                  ContentLength: size,
+                  ContentType: options?.contentType,
+                }),
+              );
+              return { size };
+            } catch (error) {
+              if (chunks.length === 1 || attempt >= SINGLE_PUT_RETRY_DELAYS_MS.length) throw error;
+              await new Promise((resolve) => setTimeout(resolve, SINGLE_PUT_RETRY_DELAYS_MS[attempt]));
+            }
+          }
         }
         const created = await client.send(
           new CreateMultipartUploadCommand({ Bucket, Key: key, ContentType: options?.contentType }),

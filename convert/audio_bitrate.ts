@@ -5,6 +5,7 @@
  */
 import { AUDIO_DECODERS, inputArgs, type RunContext, runFfmpeg } from "./ffmpeg_run.ts";
 import { ALLOWED_DEMUXERS } from "./probe.ts";
+import { throwIfSourceReadFailed } from "./source.ts";
 
 /** How much of the input is read, in seconds: the average of the first minutes stands for the whole. */
 const SAMPLE_SECONDS = 120;
@@ -39,6 +40,8 @@ export async function measureAudioBitrate(
     context,
     (update) => measured = update.outTimeSeconds,
   );
+  // A broken storage read would measure part of the stream: a passing failure, not a figure.
+  throwIfSourceReadFailed(inputPath, run.stderr, "the video");
   if (!run.status.success || measured <= 0) return undefined;
   return bitrateFromSummary(run.stderr, measured);
 }

@@ -16,7 +16,7 @@ import {
   VIDEO_DECODERS,
   withoutProbeNoise,
 } from "./ffmpeg_run.ts";
-import { hideSource, sourceReadFailed } from "./source.ts";
+import { hideSource, throwIfSourceReadFailed } from "./source.ts";
 
 /** The largest cover, in pixels each way. */
 export const COVER_MAX_SIZE = 1000;
@@ -97,6 +97,7 @@ export async function makeCover(
 ): Promise<string | null> {
   const run = await runFfmpeg(coverArgs(input, output, cover), options);
   if (run.timedOut) throw options.timeoutError();
+  throwIfSourceReadFailed(input, run.stderr, options.name);
   let size = await sizeOf(output);
   if (run.status.success && size === 0 && cover.from === "frame") {
     // Past the last frame (a time within the last frame's span of the end): take the last frame before it.
@@ -105,6 +106,7 @@ export async function makeCover(
       options,
     );
     if (again.timedOut) throw options.timeoutError();
+    throwIfSourceReadFailed(input, again.stderr, options.name);
     size = await sizeOf(output);
     if (!again.status.success) size = 0;
   }
@@ -113,14 +115,6 @@ export async function makeCover(
   const log = withoutProbeNoise(hideSource(run.stderr, input, options.name))
     .replaceAll(input, options.name)
     .replaceAll(output, "cover.jpg");
-  if (!run.status.success && sourceReadFailed(input, log)) {
-    // The store, not the video: a passing failure (the worker then fetches the file and goes on with that).
-    throw new AppError(
-      "service_unavailable",
-      `Reading "${options.name}" from storage failed (${lastMessage(log)})`,
-      { cause: new Error(log) },
-    );
-  }
   if (run.status.signal || /Cannot allocate memory|error while loading shared libraries/.test(run.stderr)) {
     // Killed, or out of memory (a resource limit, say): ffmpeg's failure, not a picture to do without.
     throw new AppError(

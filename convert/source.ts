@@ -5,6 +5,7 @@
  * read a few bytes at a given position of either kind.
  */
 import { resolve } from "node:path";
+import { AppError } from "@vmp3/shared";
 
 /** Whether `source` is a URL read over HTTP(S) rather than a local file. */
 export function isUrl(source: string): boolean {
@@ -53,6 +54,23 @@ export function sourceReadFailed(source: string, log: string): boolean {
   return isUrl(source) && READ_FAILURE.test(log);
 }
 
+/**
+ * Throws a passing failure (service_unavailable) when FFmpeg's log shows that reading `source` broke, whatever
+ * its exit code: FFmpeg 5.1 takes a broken read for the end of the input, so a run can exit 0 with an output
+ * cut short. The caller then works on a fetched copy. `log` may be raw: the URL is hidden here.
+ */
+export function throwIfSourceReadFailed(source: string, log: string, name: string): void {
+  if (!isUrl(source)) return;
+  const shown = hideSource(log, source, name);
+  if (!READ_FAILURE.test(shown)) return;
+  const last = shown.split("\n").map((line) => line.trim()).filter(Boolean).at(-1) ?? "";
+  throw new AppError(
+    "service_unavailable",
+    `Reading "${name}" from storage failed (${last.replace(/^\[[^\]]*\]\s*/, "").slice(0, 200)})`,
+    { cause: new Error(shown) },
+  );
+}
+
 /** `log` with the source shown as `name`: a URL carries a signature that must not reach a client. */
 export function hideSource(log: string, source: string, name: string): string {
   let text = log;
@@ -75,20 +93,26 @@ export interface SourceReader {
 
 /**
  * A reader of `source`. A URL is read in blocks of `blockBytes` by range requests, the last blocks kept, so that
- * walking a file's box headers costs a few requests, not one per header.
+ * walking a file's box headers costs a few requests, not one per header; each block fails after `readTimeoutMs`
+ * (default 30 s, FFmpeg's own stall cap).
  */
 export async function openSource(
   source: string,
-  options: { blockBytes?: number; signal?: AbortSignal } = {},
+  options: { blockBytes?: number; signal?: AbortSignal; readTimeoutMs?: number } = {},
 ): Promise<SourceReader> {
   if (!isUrl(source)) return await openFile(source);
   const blockBytes = options.blockBytes ?? 256 * 1024;
+  const readTimeoutMs = options.readTimeoutMs ?? READ_STALL_US / 1000;
   const blocks = new Map<number, Uint8Array>();
   const fetchBlock = async (index: number): Promise<{ bytes: Uint8Array; total: number }> => {
     const start = index * blockBytes;
+    // The body's read is covered too: a store that stalls fails the read, it never hangs the probe.
+    const signal = options.signal
+      ? AbortSignal.any([options.signal, AbortSignal.timeout(readTimeoutMs)])
+      : AbortSignal.timeout(readTimeoutMs);
     const response = await fetch(source, {
       headers: { range: `bytes=${start}-${start + blockBytes - 1}` },
-      signal: options.signal,
+      signal,
     }).catch((error) => {
       if (options.signal?.aborted) throw error;
       // The store cannot be reached; the message must not carry the URL's signature into the logs.
@@ -112,7 +136,12 @@ export async function openSource(
       const bytes = await readSpan(response.body!, start, start + blockBytes);
       return { bytes, total: Number.isFinite(length) && length > 0 ? length : start + bytes.length };
     }
-    const whole = new Uint8Array(await response.arrayBuffer());
+    const whole = new Uint8Array(
+      await response.arrayBuffer().catch((error) => {
+        if (options.signal?.aborted) throw error;
+        throw new Error(`Reading the input from storage failed: ${error?.name ?? "the body broke off"}`);
+      }),
+    );
     const total = Number(/\/(\d+)$/.exec(response.headers.get("content-range") ?? "")?.[1]);
     return { bytes: whole, total: Number.isFinite(total) ? total : start + whole.length };
   };

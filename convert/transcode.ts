@@ -27,7 +27,7 @@ import { applyFilter, type LoudnessMeasurement, measureFilter, parseLoudnorm } f
 import { type ConversionPlan, survivingChapters } from "./plan.ts";
 import { ALLOWED_DEMUXERS } from "./probe.ts";
 import type { ProgressUpdate } from "./progress.ts";
-import { hideSource, resolveSource, sourceReadFailed } from "./source.ts";
+import { hideSource, resolveSource, throwIfSourceReadFailed } from "./source.ts";
 
 /** Where a conversion stands. */
 export interface TranscodeProgress {
@@ -113,20 +113,11 @@ export async function transcode(
   const progress = new JobProgress(plan.duration, normalize ? 2 : 1, options.onProgress);
   const check = (run: RunResult) => {
     if (run.timedOut) throw timeoutError();
+    // Before the exit code: a broken storage read can end a run "successfully", with its output cut short.
+    throwIfSourceReadFailed(input, run.stderr, name);
     if (!run.status.success) {
       const names = { [input]: name, [output]: "output.mp3", [coverPath]: "cover.jpg" };
-      const log = clean(hideSource(run.stderr, input, name), names);
-      if (sourceReadFailed(input, log)) {
-        // The store, not the file: a passing failure (the worker then fetches the file and converts that).
-        throw new AppError(
-          "service_unavailable",
-          `Reading "${name}" from storage failed (${lastMessage(log)})`,
-          {
-            cause: new Error(log),
-          },
-        );
-      }
-      throw failure(name, run.status, log, plan);
+      throw failure(name, run.status, clean(hideSource(run.stderr, input, name), names), plan);
     }
   };
 

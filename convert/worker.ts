@@ -250,6 +250,21 @@ export function createTaskHandler(
             }
             return "retry";
           }
+          if (
+            isFinal(error) && error.code !== "conversion_failed" && !steps.staged && !steps.result &&
+            steps.source !== undefined && steps.source !== inputPathIn(dir)
+          ) {
+            // Read where it lies, the video looked damaged or unfit. A storage read that broke can look so
+            // (ffprobe says only "moov atom not found" when its seek to the end fails): the verdict is given on
+            // a fetched copy, at once. FFmpeg's own failures (a crash, its time cap) are not run twice.
+            log(
+              `job ${task.jobId}: ${error.code} reading the video in place; trying again on a fetched copy`,
+            );
+            steps.source = undefined;
+            steps.staged = true;
+            attempt--;
+            continue;
+          }
           const delay = retryDelaysMs[attempt];
           try {
             if (isFinal(error)) {
@@ -317,7 +332,8 @@ export function createTaskHandler(
       // FFmpeg reads the video where it lies and starts at once, instead of after a whole download. The URL must
       // outlive the probe and every FFmpeg run of the job; a read that fails anyway is a passing failure, and the
       // next try works on a local copy.
-      const lifetime = Math.min(deadline - Date.now(), PROBE_TIMEOUT_MS + limits.timeoutMs) / 1000 + 60;
+      // The probe, the bitrate measure and the conversion's runs (which share one timeoutMs), with room.
+      const lifetime = Math.min(deadline - Date.now(), PROBE_TIMEOUT_MS + 2 * limits.timeoutMs) / 1000 + 60;
       const found = await blobs.readLocation(task.inputKey, { expiresIn: lifetime });
       if (!found) return await inputGone(jobId);
       // A small video over HTTP is fetched whole instead: one GET costs the store less than the tools' several

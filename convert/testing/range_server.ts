@@ -8,6 +8,8 @@ export interface RangeServer {
   requests: number;
   /** While true, every request gets 503. */
   failing: boolean;
+  /** When set, every answer's body breaks off (the connection is cut) once this many bytes of the file are sent. */
+  breakAfter?: number;
   /** While true, a Range header is ignored: the whole file is sent with 200, as a store without ranges would. */
   ignoreRanges: boolean;
   close(): Promise<void>;
@@ -15,7 +17,11 @@ export interface RangeServer {
 
 /** Serves `path` on a free loopback port: `Range: bytes=a-b` gets 206 with Content-Range, else 200. */
 export function startRangeServer(path: string): RangeServer {
-  const state = { requests: 0, failing: false, ignoreRanges: false };
+  const state: { requests: number; failing: boolean; ignoreRanges: boolean; breakAfter?: number } = {
+    requests: 0,
+    failing: false,
+    ignoreRanges: false,
+  };
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (request) => {
     state.requests++;
     if (state.failing) return new Response("SlowDown", { status: 503 });
@@ -33,16 +39,25 @@ export function startRangeServer(path: string): RangeServer {
       file.close();
       return new Response(null, { status: 416, headers: { "content-range": `bytes */${size}` } });
     }
+    if (state.breakAfter !== undefined && start >= state.breakAfter) {
+      file.close();
+      return new Response("SlowDown", { status: 503 });
+    }
     await file.seek(start, Deno.SeekMode.Start);
     let left = end - start + 1;
+    let at = start;
     const body = file.readable.pipeThrough(
       new TransformStream<Uint8Array, Uint8Array>({
         transform(chunk, controller) {
           if (left <= 0) return;
-          const part = chunk.subarray(0, left);
+          let part = chunk.subarray(0, left);
+          const cut = state.breakAfter !== undefined && at + part.length > state.breakAfter;
+          if (cut) part = part.subarray(0, Math.max(0, state.breakAfter! - at));
           left -= part.length;
-          controller.enqueue(part);
-          if (left <= 0) controller.terminate();
+          at += part.length;
+          if (part.length) controller.enqueue(part);
+          if (cut) controller.error(new Error("the connection broke off")); // the client sees the body end early
+          else if (left <= 0) controller.terminate();
         },
       }),
     );
