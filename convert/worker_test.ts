@@ -14,7 +14,7 @@ import {
 import { createFsBlobStore } from "@vmp3/adapters/fs";
 import { createKvQueue } from "@vmp3/adapters/kv-queue";
 import { createMemoryBroadcast } from "@vmp3/adapters/memory-broadcast";
-import { makeMedia } from "./testing/media.ts";
+import { makeMedia, type MediaKind } from "./testing/media.ts";
 import { type RangeServer, startRangeServer } from "./testing/range_server.ts";
 import { createTaskHandler, startWorker, type TaskControl, type WorkerDeps } from "./worker.ts";
 
@@ -293,9 +293,27 @@ Deno.test("worker goes on from the step that failed: through an outage at the MP
   await t.close();
 });
 
-/** A store whose readLocation hands out `server`'s URL for every object, as an S3 store hands out presigned GETs. */
-function servedBy(server: RangeServer, counts: { gets: number }) {
-  return (blobs: BlobStore): BlobStore => ({
+/**
+ * A worker whose store hands out the URL of a range server for every object, as an S3 store hands out presigned
+ * GETs, with a `kind` video of `seconds` stored as the task's input (`damage` may cut the file first) and
+ * counting the store's get() calls (a fetched copy).
+ */
+async function withServedVideo(
+  video: { kind: MediaKind; seconds: number; damage?: (bytes: Uint8Array) => Uint8Array },
+  extra: (server: RangeServer, size: number) => Partial<WorkerDeps>,
+  fn: (
+    t: Awaited<ReturnType<typeof setup>>,
+    task: ConversionRequested,
+    server: RangeServer,
+    counts: { gets: number },
+  ) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  const path = await makeMedia(dir, video.kind, { seconds: video.seconds });
+  if (video.damage) await Deno.writeFile(path, video.damage(await Deno.readFile(path)));
+  const server = startRangeServer(path);
+  const counts = { gets: 0 };
+  const t = await setup((blobs) => ({
     ...blobs,
     get: (key) => {
       counts.gets++;
@@ -305,128 +323,98 @@ function servedBy(server: RangeServer, counts: { gets: number }) {
       const found = await blobs.head(key);
       return found && { location: server.url, size: found.size };
     },
-  });
+  }), extra(server, (await Deno.stat(path)).size));
+  try {
+    const task = t.task();
+    await store(t.blobs, task.inputKey, path);
+    await fn(t, task, server, counts);
+  } finally {
+    await server.close();
+    await t.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 }
 
 Deno.test("worker converts a video read over HTTP with range requests (an MP4 with its index at the end), without fetching a copy", async () => {
-  const dir = await Deno.makeTempDir();
-  const video = await makeMedia(dir, "mp4", { seconds: 4 });
-  const server = startRangeServer(video);
-  const counts = { gets: 0 };
-  const t = await setup(servedBy(server, counts), { readInPlaceFromBytes: 0 });
-  const task = t.task();
-  await store(t.blobs, task.inputKey, video);
-  assert.equal(await t.handle(task), "ack");
-  const last = (await t.published()).at(-1);
-  assert.equal(last?.type, "job.done");
-  assert.ok(last?.type === "job.done" && Math.abs(last.output.duration - 4) < 0.1, JSON.stringify(last));
-  assert.equal(counts.gets, 0, "no copy of the video was fetched");
-  assert.ok(server.requests >= 2, `the URL was read (${server.requests} requests)`);
-  await server.close();
-  await t.close();
-  await Deno.remove(dir, { recursive: true });
+  await withServedVideo(
+    { kind: "mp4", seconds: 4 },
+    () => ({ readInPlaceFromBytes: 0 }),
+    async (t, task, server, counts) => {
+      assert.equal(await t.handle(task), "ack");
+      const last = (await t.published()).at(-1);
+      assert.ok(last?.type === "job.done" && Math.abs(last.output.duration - 4) < 0.1, JSON.stringify(last));
+      assert.equal(counts.gets, 0, "no copy of the video was fetched");
+      assert.ok(server.requests >= 2, `the URL was read (${server.requests} requests)`);
+    },
+  );
 });
 
 Deno.test("worker fetches a video under readInPlaceFromBytes whole, with one GET, rather than reading its URL", async () => {
-  const dir = await Deno.makeTempDir();
-  const video = await makeMedia(dir, "mp4", { seconds: 2 });
-  const server = startRangeServer(video);
-  const counts = { gets: 0 };
-  const t = await setup(servedBy(server, counts), {
-    readInPlaceFromBytes: (await Deno.stat(video)).size + 1,
-  });
-  const task = t.task();
-  await store(t.blobs, task.inputKey, video);
-  assert.equal(await t.handle(task), "ack");
-  assert.equal((await t.published()).at(-1)?.type, "job.done");
-  assert.deepEqual([counts.gets, server.requests], [1, 0]);
-  await server.close();
-  await t.close();
-  await Deno.remove(dir, { recursive: true });
+  await withServedVideo(
+    { kind: "mp4", seconds: 2 },
+    (_, size) => ({ readInPlaceFromBytes: size + 1 }),
+    async (t, task, server, counts) => {
+      assert.equal(await t.handle(task), "ack");
+      assert.equal((await t.published()).at(-1)?.type, "job.done");
+      assert.deepEqual([counts.gets, server.requests], [1, 0]);
+    },
+  );
 });
 
 Deno.test("worker treats a storage read that breaks under FFmpeg as a passing failure: the next try converts a fetched copy", async () => {
-  const dir = await Deno.makeTempDir();
-  const video = await makeMedia(dir, "mp4", { seconds: 4 });
-  const server = startRangeServer(video);
-  const counts = { gets: 0 };
-  const t = await setup(servedBy(server, counts), {
+  await withServedVideo({ kind: "mp4", seconds: 4 }, (server) => ({
     readInPlaceFromBytes: 0,
     retryDelaysMs: [5, 5, 5],
     // The probe read the URL; from now on it answers 503, as a store in an outage would.
     onStarted: () => {
       server.failing = true;
     },
+  }), async (t, task, _, counts) => {
+    assert.equal(await t.handle(task), "ack");
+    const types = (await t.published()).map((e) => e.type);
+    assert.equal(types.at(-1), "job.done", `reported ${types}`);
+    assert.equal(types.filter((type) => type === "job.started").length, 1, "probed and started once");
+    assert.equal(counts.gets, 1, "the second try fetched a copy");
+    const stored = await t.blobs.get(task.outputKey);
+    assert.ok(stored && stored.size > 10_000, "the MP3 is stored");
+    await stored.body.cancel();
   });
-  const task = t.task();
-  await store(t.blobs, task.inputKey, video);
-  assert.equal(await t.handle(task), "ack");
-  const types = (await t.published()).map((e) => e.type);
-  assert.equal(types.at(-1), "job.done", `reported ${types}`);
-  assert.equal(types.filter((type) => type === "job.started").length, 1, "probed and started once");
-  assert.equal(counts.gets, 1, "the second try fetched a copy");
-  const stored = await t.blobs.get(task.outputKey);
-  assert.ok(stored && stored.size > 10_000, "the MP3 is stored");
-  await stored.body.cancel();
-  await server.close();
-  await t.close();
-  await Deno.remove(dir, { recursive: true });
-});
-
-Deno.test("worker gives its verdict on a damaged video read over HTTP from a fetched copy: corrupt_input, never the URL", async () => {
-  const dir = await Deno.makeTempDir();
-  const video = await makeMedia(dir, "mp4", { seconds: 2 });
-  const bytes = await Deno.readFile(video);
-  await Deno.writeFile(video, bytes.subarray(0, Math.floor(bytes.length / 3))); // cut: no moov
-  const server = startRangeServer(video);
-  const counts = { gets: 0 };
-  const lines: string[] = [];
-  const t = await setup(servedBy(server, counts), {
-    readInPlaceFromBytes: 0,
-    retryDelaysMs: [60_000],
-    log: (line) => lines.push(line),
-  });
-  const task = t.task();
-  await store(t.blobs, task.inputKey, video);
-  const started = Date.now();
-  assert.equal(await t.handle(task), "ack");
-  assert.ok(Date.now() - started < 30_000, "no retry wait: the copy is fetched at once");
-  const events = await t.published();
-  const last = events.at(-1);
-  assert.equal(last?.type === "job.failed" && last.error.code, "corrupt_input", JSON.stringify(last));
-  assert.equal(counts.gets, 1, "the verdict came from a fetched copy");
-  assert.ok(lines.some((line) => /trying again on a fetched copy/.test(line)), lines.join("\n"));
-  const text = JSON.stringify(events) + lines.join("\n");
-  assert.ok(!text.includes("127.0.0.1") && !text.includes("X-Amz") && !text.includes("secret0123"), text);
-  await server.close();
-  await t.close();
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("worker never stores an MP3 cut short by a storage read that broke under FFmpeg (FFmpeg 5.1 exits 0 then)", async () => {
-  const dir = await Deno.makeTempDir();
-  const video = await makeMedia(dir, "mkv", { seconds: 60 });
-  const size = (await Deno.stat(video)).size;
-  const server = startRangeServer(video);
-  const counts = { gets: 0 };
-  const t = await setup(servedBy(server, counts), {
+  await withServedVideo({ kind: "mkv", seconds: 60 }, (server, size) => ({
     readInPlaceFromBytes: 0,
     retryDelaysMs: [5, 5, 5],
     // The probe read the URL; the conversion's reads break off after a third of the file.
     onStarted: () => {
       server.breakAfter = Math.floor(size / 3);
     },
+  }), async (t, task, _, counts) => {
+    assert.equal(await t.handle(task), "ack");
+    const last = (await t.published()).at(-1);
+    assert.ok(last?.type === "job.done" && Math.abs(last.output.duration - 60) < 0.2, JSON.stringify(last));
+    assert.equal(counts.gets, 1, "the second try converted a fetched copy");
   });
-  const task = t.task();
-  await store(t.blobs, task.inputKey, video);
-  assert.equal(await t.handle(task), "ack");
-  const last = (await t.published()).at(-1);
-  assert.equal(last?.type, "job.done", JSON.stringify(last));
-  assert.ok(last?.type === "job.done" && Math.abs(last.output.duration - 60) < 0.2, JSON.stringify(last));
-  assert.equal(counts.gets, 1, "the second try converted a fetched copy");
-  await server.close();
-  await t.close();
-  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("worker gives its verdict on a damaged video read over HTTP from a fetched copy: corrupt_input, never the URL", async () => {
+  const lines: string[] = [];
+  await withServedVideo(
+    { kind: "mp4", seconds: 2, damage: (bytes) => bytes.subarray(0, Math.floor(bytes.length / 3)) }, // no moov
+    () => ({ readInPlaceFromBytes: 0, retryDelaysMs: [60_000], log: (line) => lines.push(line) }),
+    async (t, task, _, counts) => {
+      const started = Date.now();
+      assert.equal(await t.handle(task), "ack");
+      assert.ok(Date.now() - started < 30_000, "no retry wait: the copy is fetched at once");
+      const events = await t.published();
+      const last = events.at(-1);
+      assert.equal(last?.type === "job.failed" && last.error.code, "corrupt_input", JSON.stringify(last));
+      assert.equal(counts.gets, 1, "the verdict came from a fetched copy");
+      assert.ok(lines.some((line) => /trying again on a fetched copy/.test(line)), lines.join("\n"));
+      const text = JSON.stringify(events) + lines.join("\n");
+      assert.ok(!text.includes("127.0.0.1") && !text.includes("X-Amz") && !text.includes("secret0123"), text);
+    },
+  );
 });
 
 Deno.test("worker hands back an aborted task: FFmpeg is stopped, nothing is reported, the work folder is removed", async () => {
