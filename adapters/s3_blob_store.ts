@@ -183,6 +183,17 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
   const abortDelays = settings.abortRetryDelaysMs ?? ABORT_RETRY_DELAYS_MS;
   /** Aborts still being tried in the background; `close()` stops them. */
   const pendingAborts = new Set<AbortController>();
+
+  /** The object's size, or null if there is none (head(), and readLocation's check). */
+  const headObject = async (key: string): Promise<{ size: number } | null> => {
+    try {
+      const out = await client.send(new HeadObjectCommand({ Bucket, Key: key }));
+      return { size: out.ContentLength ?? 0 };
+    } catch (error) {
+      if (isNotFound(error)) return null;
+      throw unreachable(error, "metadata");
+    }
+  };
   const buffers = createBufferPool(PART_SIZE, settings.uploadBuffers ?? UPLOAD_BUFFERS);
 
   /**
@@ -490,15 +501,7 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
       }
     },
 
-    async head(key) {
-      try {
-        const out = await client.send(new HeadObjectCommand({ Bucket, Key: key }));
-        return { size: out.ContentLength ?? 0 };
-      } catch (error) {
-        if (isNotFound(error)) return null;
-        throw unreachable(error, "metadata");
-      }
-    },
+    head: headObject,
 
     async delete(key) {
       try {
@@ -542,16 +545,11 @@ export function createS3BlobStore(settings: S3Settings): S3BlobStore {
     async readLocation(key, { expiresIn }) {
       // Signed for the store's own endpoint (the worker's, not the clients'), for as long as the reader needs
       // it: S3_PRESIGN_SECONDS is the clients' links' lifetime, and SigV4 allows at most 7 days.
-      let size: number;
-      try {
-        size = (await client.send(new HeadObjectCommand({ Bucket, Key: key }))).ContentLength ?? 0;
-      } catch (error) {
-        if (isNotFound(error)) return null;
-        throw unreachable(error, "metadata");
-      }
+      const found = await headObject(key);
+      if (!found) return null;
       const lifetime = Math.max(1, Math.min(Math.ceil(expiresIn), MAX_PRESIGN_SECONDS));
       const command = new GetObjectCommand({ Bucket, Key: key });
-      return { location: await getSignedUrl(client, command, { expiresIn: lifetime }), size };
+      return { location: await getSignedUrl(client, command, { expiresIn: lifetime }), size: found.size };
     },
 
     close() {

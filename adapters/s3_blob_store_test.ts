@@ -42,6 +42,23 @@ async function withStore(
   }
 }
 
+/** A stream of MiB chunks that errors with `boom` once `bytes` are sent, as a client going away would. */
+function failingAfter(bytes: number): { stream: ReadableStream<Uint8Array>; boom: Error } {
+  let sent = 0;
+  const boom = new Error("client went away");
+  const stream = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (sent >= bytes) {
+        controller.error(boom);
+        return;
+      }
+      sent += 1024 * 1024;
+      controller.enqueue(new Uint8Array(1024 * 1024).fill(7));
+    },
+  });
+  return { stream, boom };
+}
+
 /** Deterministic pseudo-random bytes, `size` in total, in chunks of 64 KiB. */
 function generated(size: number, seed = 1): { stream: ReadableStream<Uint8Array>; digest: Promise<string> } {
   const hashed: Uint8Array[] = [];
@@ -152,18 +169,8 @@ Deno.test("s3: uploads at once share a budget of 2 part buffers and all complete
 
 Deno.test("s3: a stream that fails midway leaves no object behind", async () => {
   await withStore(async (store) => {
-    let sent = 0;
-    const boom = new Error("client went away");
-    const failing = new ReadableStream<Uint8Array>({
-      pull(controller) {
-        if (sent >= 12 * 1024 * 1024) {
-          controller.error(boom);
-          return;
-        }
-        sent += 1024 * 1024;
-        controller.enqueue(new Uint8Array(1024 * 1024).fill(7));
-      },
-    });
+    // Past the two part buffers filled before anything is sent, so that the multipart upload has begun.
+    const { stream: failing, boom } = failingAfter(20 * 1024 * 1024);
     // The stream's own error comes out (a caller's size-limit error must stay recognisable).
     await assert.rejects(store.put("inputs/broken", failing), (error) => error === boom);
     assert.equal(await store.head("inputs/broken"), null);
@@ -214,18 +221,7 @@ Deno.test("s3: a put with its size streams as one PutObject, byte for byte, need
 
 Deno.test("s3: a put with its size whose stream fails midway leaves no object behind", async () => {
   await withStore(async (store) => {
-    let sent = 0;
-    const boom = new Error("client went away");
-    const failing = new ReadableStream<Uint8Array>({
-      pull(controller) {
-        if (sent >= 12 * 1024 * 1024) {
-          controller.error(boom);
-          return;
-        }
-        sent += 1024 * 1024;
-        controller.enqueue(new Uint8Array(1024 * 1024).fill(7));
-      },
-    });
+    const { stream: failing, boom } = failingAfter(12 * 1024 * 1024);
     await assert.rejects(store.put("inputs/broken", failing, { size: 20 * 1024 * 1024 }), (e) => e === boom);
     assert.equal(await store.head("inputs/broken"), null);
     assert.deepEqual(await store.list(""), []);

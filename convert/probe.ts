@@ -13,7 +13,7 @@ import {
   resolveSource,
   sourceOptions,
   type SourceReader,
-  sourceReadFailed,
+  throwIfSourceReadFailed,
 } from "./source.ts";
 
 /**
@@ -212,15 +212,9 @@ export async function probeInput(path: string, options: ProbeOptions): Promise<P
     SHOW_ENTRIES,
     source.input,
   ]);
+  // A broken storage read is the store's failure, not the file's, whatever the exit code.
+  throwIfSourceReadFailed(abs, run.stderr, name);
   const stderr = hideSource(run.stderr, abs, name).replaceAll(abs, name);
-  if (run.code !== 0 && sourceReadFailed(abs, stderr)) {
-    // The store, not the file: a passing failure (the worker then fetches the file and probes that).
-    throw new AppError(
-      "service_unavailable",
-      `Reading "${name}" from storage failed${reason(stderr, true)}`,
-      { cause: stderr },
-    );
-  }
 
   if (run.timedOut) {
     throw cannot(

@@ -60,9 +60,8 @@ export function sourceReadFailed(source: string, log: string): boolean {
  * cut short. The caller then works on a fetched copy. `log` may be raw: the URL is hidden here.
  */
 export function throwIfSourceReadFailed(source: string, log: string, name: string): void {
-  if (!isUrl(source)) return;
+  if (!sourceReadFailed(source, log)) return;
   const shown = hideSource(log, source, name);
-  if (!READ_FAILURE.test(shown)) return;
   const last = shown.split("\n").map((line) => line.trim()).filter(Boolean).at(-1) ?? "";
   throw new AppError(
     "service_unavailable",
@@ -123,7 +122,7 @@ export async function openSource(
       await response.body?.cancel();
       return {
         bytes: new Uint8Array(0),
-        total: Number(/\/(\d+)$/.exec(response.headers.get("content-range") ?? "")?.[1] ?? start),
+        total: rangeTotal(response) ?? start,
       };
     }
     if (response.status !== 206 && response.status !== 200) {
@@ -142,8 +141,7 @@ export async function openSource(
         throw new Error(`Reading the input from storage failed: ${error?.name ?? "the body broke off"}`);
       }),
     );
-    const total = Number(/\/(\d+)$/.exec(response.headers.get("content-range") ?? "")?.[1]);
-    return { bytes: whole, total: Number.isFinite(total) ? total : start + whole.length };
+    return { bytes: whole, total: rangeTotal(response) ?? start + whole.length };
   };
   const first = await fetchBlock(0);
   blocks.set(0, first.bytes);
@@ -201,6 +199,12 @@ async function openFile(path: string): Promise<SourceReader> {
       return Promise.resolve();
     },
   };
+}
+
+/** The object's whole length as a range answer's Content-Range gives it (the N of "bytes a-b/N"). */
+function rangeTotal(response: Response): number | undefined {
+  const total = /\/(\d+)$/.exec(response.headers.get("content-range") ?? "")?.[1];
+  return total === undefined ? undefined : Number(total);
 }
 
 /** The bytes of `body` from `start` to `end` (or its end), reading no further and cancelling the rest. */
