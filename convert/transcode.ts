@@ -301,6 +301,7 @@ export function mainArgs(
 /** Turns the progress of each run into the progress of the whole job. */
 class JobProgress {
   #reported = 0;
+  #speed: number | undefined;
   constructor(
     private readonly duration: number | undefined,
     private readonly runs: number,
@@ -315,15 +316,20 @@ class JobProgress {
     const fraction = Math.min(0.999, (run + done / duration) / this.runs);
     const progress: TranscodeProgress = { fraction };
     if (update.speed !== undefined && update.speed > 0) {
+      this.#speed = update.speed;
       progress.speed = update.speed;
       progress.eta = ((this.runs - run) * duration - done) / update.speed;
     }
     this.#report(progress);
   }
 
-  /** The job succeeded. */
+  /**
+   * The job succeeded. The report keeps ffmpeg's last speed: the worker shows it as the last "converting" step
+   * while the MP3 is stored, and a converting job with a progress has a speed like every other.
+   */
   done(): void {
-    this.#report({ fraction: 1, ...(this.duration ? { eta: 0 } : {}) });
+    const speed = this.#speed === undefined ? {} : { speed: this.#speed };
+    this.#report({ fraction: 1, ...(this.duration ? { eta: 0, ...speed } : {}) });
   }
 
   #report(progress: TranscodeProgress): void {

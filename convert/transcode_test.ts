@@ -165,6 +165,12 @@ Deno.test("transcode reports progress that only grows, stays within 0..1 and end
     assertProgress(reports);
     const middle = reports.filter((p) => p.fraction < 1);
     assert.ok(middle.some((p) => p.speed !== undefined && p.speed > 0), JSON.stringify(reports));
+    // The last report keeps the last speed: the worker shows it as "converting" while it stores the MP3.
+    assert.deepEqual(
+      reports.at(-1),
+      { fraction: 1, eta: 0, speed: middle.at(-1)!.speed },
+      JSON.stringify(reports),
+    );
     for (const p of middle.filter((p) => p.speed)) {
       // eta = media seconds left / speed
       const expected = (300 - p.fraction * 300) / p.speed!;
