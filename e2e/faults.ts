@@ -169,6 +169,21 @@ export function convertWorkers(product: Product): Workers {
   };
 }
 
+/**
+ * `read()` once it contains `part`. A worker logs "job …: done" after it has sent the done event, so a test that
+ * saw the job done may read the log a moment before that line is written.
+ */
+export async function logOnceWith(
+  read: () => Promise<string>,
+  part: string,
+  timeoutMs = 10_000,
+): Promise<string> {
+  return await until(`"${part}" in the log`, async () => {
+    const text = await read();
+    return text.includes(part) && text;
+  }, timeoutMs);
+}
+
 /** How many lines of `text` contain `part`. */
 export function linesWith(text: string, part: string): number {
   return text.split("\n").filter((line) => line.includes(part)).length;
