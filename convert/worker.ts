@@ -210,9 +210,18 @@ export function createTaskHandler(
     return "ack";
   };
 
-  /** Fails a job whose video is no longer in storage (once: that cannot pass). */
-  async function inputGone(jobId: string): Promise<string> {
-    await fail(jobId, "internal", "The uploaded video is no longer in storage");
+  /**
+   * A task whose video is no longer in storage. A delivery removes the video only after its job.done was
+   * confirmed, so with the MP3 stored, an earlier delivery finished the job and only its ack was lost (the
+   * broker's connection broke): nothing is reported, for a job.failed now could reach Metadata before that
+   * job.done (events are applied several at a time) and fail a finished job. Otherwise the job fails, once:
+   * that cannot pass.
+   */
+  async function inputGone(task: ConversionRequested): Promise<string> {
+    if (await blobs.head(task.outputKey)) {
+      return "already done by an earlier delivery (video removed, MP3 stored)";
+    }
+    await fail(task.jobId, "internal", "The uploaded video is no longer in storage");
     return "failed (input gone)";
   }
 
@@ -335,7 +344,7 @@ export function createTaskHandler(
       // The probe, the bitrate measure and the conversion's runs (which share one timeoutMs), with room.
       const lifetime = Math.min(deadline - Date.now(), PROBE_TIMEOUT_MS + 2 * limits.timeoutMs) / 1000 + 60;
       const found = await blobs.readLocation(task.inputKey, { expiresIn: lifetime });
-      if (!found) return await inputGone(jobId);
+      if (!found) return await inputGone(task);
       // A small video over HTTP is fetched whole instead: one GET costs the store less than the tools' several
       // range requests, and takes a few ms.
       if (!isUrl(found.location) || found.size >= readInPlaceFromBytes) steps.source = found.location;
@@ -343,7 +352,7 @@ export function createTaskHandler(
     }
     if (!steps.source) {
       const object = await blobs.get(task.inputKey);
-      if (!object) return await inputGone(jobId);
+      if (!object) return await inputGone(task);
       const file = await Deno.open(inputPath, { write: true, create: true, truncate: true });
       await object.body.pipeTo(file.writable, { signal });
       steps.source = inputPath;
