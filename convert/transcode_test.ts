@@ -373,13 +373,42 @@ Deno.test("under a narrow --allow-run of only the launcher, transcode converts a
 });
 
 /**
- * Starts `deno eval` running transcode on a 15-minute input, waits for its first progress report, SIGKILLs the
- * Deno process and returns the output path (which appears only in ffmpeg's command line).
+ * Starts `deno eval` running transcode, waits for its first progress report, SIGKILLs the Deno process and hands
+ * `check` the output path (which appears only in ffmpeg's command line). The input is a one-minute FLAC fed
+ * through a FIFO in real time (`ffmpeg -re`), so that the conversion lasts a minute however fast the machine is;
+ * the feeder is stopped afterwards (an ffmpeg still reading then gets the end of its input).
  */
-async function killParentMidConversion(dir: string, setprivPath: string | null): Promise<string> {
-  const input = await makeMedia(dir, "flac", { seconds: 900 });
-  const output = `${dir}/orphan-${crypto.randomUUID()}.mp3`;
-  const script = `
+async function withParentKilledMidConversion(
+  dir: string,
+  setprivPath: string | null,
+  check: (output: string) => Promise<void>,
+): Promise<void> {
+  const source = await makeMedia(dir, "flac", { seconds: 60 });
+  const input = `${dir}/paced-${crypto.randomUUID()}.flac`;
+  assert.ok((await new Deno.Command("mkfifo", { args: [input] }).output()).success, "mkfifo failed");
+  const feeder = new Deno.Command("ffmpeg", {
+    args: [
+      "-hide_banner",
+      "-nostdin",
+      "-v",
+      "error",
+      "-re",
+      "-i",
+      source,
+      "-c",
+      "copy",
+      "-f",
+      "flac",
+      "-y",
+      input,
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    const output = `${dir}/orphan-${crypto.randomUUID()}.mp3`;
+    const script = `
     const { transcode } = await import(Deno.env.get("VMP3_MODULE"));
     const setprivPath = Deno.env.get("VMP3_SETPRIV") || null;
     let said = false;
@@ -387,40 +416,49 @@ async function killParentMidConversion(dir: string, setprivPath: string | null):
       plan: JSON.parse(Deno.env.get("VMP3_PLAN")), workDir: Deno.env.get("VMP3_DIR"), timeoutMs: 120000, setprivPath,
       onProgress: () => { if (!said) { said = true; console.log("running"); } },
     });`;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--ext=ts", script],
-    cwd: new URL("..", import.meta.url).pathname,
-    env: {
-      VMP3_MODULE: new URL("./transcode.ts", import.meta.url).href,
-      VMP3_IN: input,
-      VMP3_OUT: output,
-      VMP3_PLAN: JSON.stringify(await planFor(input, { bitrate: "128" })),
-      VMP3_DIR: dir,
-      VMP3_SETPRIV: setprivPath ?? "",
-    },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!text.includes("running")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    text += value;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--ext=ts", script],
+      cwd: new URL("..", import.meta.url).pathname,
+      env: {
+        VMP3_MODULE: new URL("./transcode.ts", import.meta.url).href,
+        VMP3_IN: input,
+        VMP3_OUT: output,
+        VMP3_PLAN: JSON.stringify(await planFor(source, { bitrate: "128" })),
+        VMP3_DIR: dir,
+        VMP3_SETPRIV: setprivPath ?? "",
+      },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!text.includes("running")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += value;
+    }
+    assert.ok(text.includes("running"), `the child did not start converting: ${text}`);
+    assert.equal((await processesWith(output)).length, 1, "ffmpeg runs before the parent is killed");
+    child.kill("SIGKILL");
+    await child.status;
+    await reader.cancel();
+    await check(output);
+  } finally {
+    try {
+      feeder.kill("SIGKILL");
+    } catch {
+      // it has ended: the ffmpeg reading the FIFO is gone
+    }
+    await feeder.status;
   }
-  assert.ok(text.includes("running"), `the child did not start converting: ${text}`);
-  assert.equal((await processesWith(output)).length, 1, "ffmpeg runs before the parent is killed");
-  child.kill("SIGKILL");
-  await child.status;
-  await reader.cancel();
-  return output;
 }
 
 Deno.test("ffmpeg dies within 3 s when the process running transcode is killed with SIGKILL", async () => {
   await withDir(async (dir) => {
-    const output = await killParentMidConversion(dir, "setpriv");
-    assert.deepEqual(await waitGone(output, 3000), [], "ffmpeg outlived its parent");
+    await withParentKilledMidConversion(dir, "setpriv", async (output) => {
+      assert.deepEqual(await waitGone(output, 3000), [], "ffmpeg outlived its parent");
+    });
   });
 });
 
@@ -428,15 +466,16 @@ Deno.test("without setpriv ffmpeg outlives a killed parent: a broken progress pi
   // ffmpeg ignores SIGPIPE and the write errors of -progress, so the pipe alone is no guard; this is why
   // transcode runs it under `setpriv --pdeathsig KILL`.
   await withDir(async (dir) => {
-    const output = await killParentMidConversion(dir, null);
-    await new Promise((r) => setTimeout(r, 1500));
-    const orphans = await processesWith(output);
-    try {
-      assert.equal(orphans.length, 1, "expected the orphan ffmpeg to still run");
-    } finally {
-      for (const pid of orphans) Deno.kill(pid, "SIGKILL");
-      await waitGone(output, 3000);
-    }
+    await withParentKilledMidConversion(dir, null, async (output) => {
+      await new Promise((r) => setTimeout(r, 1500));
+      const orphans = await processesWith(output);
+      try {
+        assert.equal(orphans.length, 1, "expected the orphan ffmpeg to still run");
+      } finally {
+        for (const pid of orphans) Deno.kill(pid, "SIGKILL");
+        await waitGone(output, 3000);
+      }
+    });
   });
 });
 

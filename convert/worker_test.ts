@@ -267,6 +267,24 @@ Deno.test("worker fails a task whose input is gone from storage once, and acks i
   await t.close();
 });
 
+Deno.test("worker acks, reporting nothing, a redelivered task whose video is gone and whose MP3 is stored (an earlier delivery finished; its ack was lost)", async () => {
+  const t = await setup();
+  const task = t.task();
+  const media = await Deno.makeTempDir();
+  try {
+    await store(t.blobs, task.outputKey, await makeMedia(media, "mp3-tagged", { seconds: 1 }));
+    const logged: string[] = [];
+    const handle = createTaskHandler({ ...t.deps, log: (line) => logged.push(line) });
+    assert.equal(await handle(task), "ack");
+    assert.deepEqual(await t.published(), [], "no job.failed that could overtake the earlier job.done");
+    assert.match(logged.join("\n"), /already done by an earlier delivery/);
+    assert.ok(await t.blobs.head(task.outputKey), "the MP3 stays");
+  } finally {
+    await Deno.remove(media, { recursive: true });
+    await t.close();
+  }
+});
+
 Deno.test("worker goes on from the step that failed: through an outage at the MP3's upload it neither reads the video nor converts again", async () => {
   let gets = 0;
   let locates = 0;
@@ -655,26 +673,28 @@ Deno.test("worker acks a cancelled task waiting out a storage outage, and report
   const control: TaskControl = {};
   const stop = new AbortController();
   control.signal = stop.signal;
+  let refused = 0;
   const t = await setup((blobs) => ({
     ...blobs,
-    put: (key, body, options) =>
-      key.startsWith("outputs/")
-        ? body.cancel().then(() => Promise.reject(new Error("S3 is down")))
-        : blobs.put(key, body, options),
+    put: (key, body, options) => {
+      if (!key.startsWith("outputs/")) return blobs.put(key, body, options);
+      return body.cancel().then(() => {
+        refused++;
+        return Promise.reject(new Error("S3 is down"));
+      });
+    },
   }), { retryDelaysMs: [60_000] });
   const task = t.task();
   await store(t.blobs, task.inputKey, await makeMedia(t.root, "mp4"));
   const outcome = t.handle(task, control);
-  await waitFor(
-    "the first try to fail",
-    async () => (await t.published()).some((e) => e.type === "job.started"),
-  );
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  // Once the first try has failed to store the MP3, the worker waits a minute before the next: the cancel comes then.
+  await waitFor("the first try to fail", () => refused > 0);
   const started = Date.now();
   control.cancelled = true;
   stop.abort(new Error("cancelled"));
   assert.equal(await outcome, "ack");
   assert.ok(Date.now() - started < 1_000, "the wait is cut short");
+  assert.equal(refused, 1, "no second try");
   assert.ok(!(await t.published()).some((e) => e.type === "job.failed" || e.type === "job.done"));
   await t.close();
 });
