@@ -56,6 +56,29 @@ function sseReader(response: Response) {
   const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   let comments = 0;
+  /** The next block (an event, or comments only), its comments counted; null once the stream has ended. */
+  const nextBlock = async (): Promise<SseEvent | null> => {
+    for (;;) {
+      const end = buffer.indexOf("\n\n");
+      if (end !== -1) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const event: SseEvent = { data: "" };
+        const data: string[] = [];
+        for (const line of block.split("\n")) {
+          if (line.startsWith(":")) comments++;
+          else if (line.startsWith("id: ")) event.id = line.slice(4);
+          else if (line.startsWith("event: ")) event.event = line.slice(7);
+          else if (line.startsWith("data: ")) data.push(line.slice(6));
+        }
+        event.data = data.join("\n");
+        return event;
+      }
+      const { value, done } = await reader.read();
+      if (done) return null;
+      buffer += value;
+    }
+  };
   return {
     get comments() {
       return comments;
@@ -63,25 +86,28 @@ function sseReader(response: Response) {
     /** The next event, or null once the stream has ended. */
     async next(): Promise<SseEvent | null> {
       for (;;) {
-        const end = buffer.indexOf("\n\n");
-        if (end !== -1) {
-          const block = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          const event: SseEvent = { data: "" };
-          const data: string[] = [];
-          for (const line of block.split("\n")) {
-            if (line.startsWith(":")) comments++;
-            else if (line.startsWith("id: ")) event.id = line.slice(4);
-            else if (line.startsWith("event: ")) event.event = line.slice(7);
-            else if (line.startsWith("data: ")) data.push(line.slice(6));
-          }
-          if (data.length === 0) continue;
-          event.data = data.join("\n");
-          return event;
+        const event = await nextBlock();
+        if (!event || event.data !== "") return event;
+      }
+    },
+    /**
+     * Waits for the next comment (a keep-alive), for at most `ms`; fails if an event or the end of the stream
+     * comes first.
+     */
+    async nextComment(ms: number): Promise<void> {
+      const before = comments;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no keep-alive within ${ms} ms`)), ms);
+      });
+      try {
+        while (comments === before) {
+          const block = await Promise.race([nextBlock(), timeout]);
+          assert.ok(block, "the stream ended before a keep-alive");
+          assert.equal(block.data, "", `an event came before a keep-alive: ${block.data}`);
         }
-        const { value, done } = await reader.read();
-        if (done) return null;
-        buffer += value;
+      } finally {
+        clearTimeout(timer);
       }
     },
     close: () => reader.cancel(),
@@ -195,11 +221,12 @@ for (const [name, open] of [["redis", redisBackend], ["KV", kvBackend]] as const
         await gateway.request(`/v1/jobs/${id}/events`, { headers: { "last-event-id": "garbage" } }),
       );
       await events.next();
-      await new Promise((resolve) => setTimeout(resolve, 250));
+      // Keep-alives go out every 100 ms while nothing happens: two in a row, each well within 5 s.
+      await events.nextComment(5_000);
+      await events.nextComment(5_000);
       await post(`/jobs/${id}/events`, progress(2, 0.7));
       const live = await events.next();
       assert.equal(JSON.parse(live!.data).progress, 0.7);
-      assert.ok(events.comments >= 1, "keep-alive comments while nothing happens");
       await events.close();
     } finally {
       await backend.close();

@@ -78,7 +78,14 @@ const at = (s: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, s)).toISOString();
 async function run(
   queue: Queue<WebhookDelivery>,
   kv: Deno.Kv,
-  options: { statusFor: (type: string, attempt: number) => number; retryDelaysMs: number[] },
+  options: {
+    statusFor: (type: string, attempt: number) => number;
+    retryDelaysMs: number[];
+    /** How long the delivery consumer holds a message not yet due (default 100 ms). */
+    maxHoldMs?: number;
+    /** The delivery consumer's clock (default the real one). */
+    now?: () => Date;
+  },
 ) {
   const secret = generateWebhookSecret();
   const listener = listen(secret, options.statusFor);
@@ -91,8 +98,8 @@ async function run(
     log: createKvEventLog(kv),
     webhooks,
   });
-  const start = () =>
-    startWebhookDelivery(queue, { store, targets, retryDelaysMs: options.retryDelaysMs, maxHoldMs: 100 });
+  const { retryDelaysMs, maxHoldMs = 100, now } = options;
+  const start = () => startWebhookDelivery(queue, { store, targets, retryDelaysMs, maxHoldMs, now });
   let delivery = await start();
   const id = crypto.randomUUID();
   const post = async (path: string, body: unknown) => {
@@ -114,9 +121,10 @@ async function run(
     app,
     listener,
     event,
-    /** Stops the delivery consumer (as a shutdown would) and starts another. */
-    async restart() {
+    /** Stops the delivery consumer (as a shutdown would) and starts another; `meanwhile` runs in between. */
+    async restart(meanwhile: () => void = () => {}) {
       await delivery.close();
+      meanwhile();
       delivery = await start();
     },
     async close() {
@@ -225,10 +233,26 @@ Deno.test("KV queue: created, progress and done webhooks arrive signed; a listen
 
 Deno.test("KV queue: a retry waiting when the consumer stops is made by the next one", async () => {
   const kv = await Deno.openKv(":memory:");
-  const queue = createKvQueue(kv, WEBHOOK_QUEUE, WebhookDelivery, { pollMs: 10 });
+  const inner = createKvQueue(kv, WEBHOOK_QUEUE, WebhookDelivery, { pollMs: 10 });
+  // Which messages the consumers were handed, to know when the retry is held.
+  const handed: WebhookDelivery[] = [];
+  const queue: Queue<WebhookDelivery> = {
+    publish: (message) => inner.publish(message),
+    consume: (handler, options) =>
+      inner.consume((message, info) => {
+        handed.push(message);
+        return handler(message, info);
+      }, options),
+  };
+  // The retry is due in a minute and held all that time; the consumers' clock is moved on once the first has
+  // stopped, so that the next one makes it at once.
+  const retryMs = 60_000;
+  let ahead = 0;
   const t = await run(queue, kv, {
     statusFor: (_, attempt) => attempt === 1 ? 500 : 200,
-    retryDelaysMs: [500],
+    retryDelaysMs: [retryMs],
+    maxHoldMs: 10 * retryMs,
+    now: () => new Date(Date.now() + ahead),
   });
   try {
     const pending = await until("the first attempt failed", async () => {
@@ -237,15 +261,27 @@ Deno.test("KV queue: a retry waiting when the consumer stops is made by the next
     });
     assert.deepEqual([pending.status, pending.lastStatusCode], ["pending", 500]);
     assert.ok(pending.nextAttemptAt);
+    await until(
+      "the retry to be held",
+      () => Promise.resolve(handed.some((m) => m.attempt === 2) || undefined),
+    );
     const stopped = Date.now();
-    await t.restart();
-    assert.ok(Date.now() - stopped < 400, "stopping does not wait for the held retry");
+    await t.restart(() => {
+      const took = Date.now() - stopped;
+      assert.ok(took < 5_000, `stopping took ${took} ms: it waited for the retry held for ${retryMs} ms`);
+      ahead = retryMs;
+    });
     const delivered = await until("delivered after the restart", async () => {
       const [d] = await deliveriesOf(t.store, t.id);
       return d?.status === "delivered" ? d : undefined;
     });
     assert.equal(delivered.attempts, 2);
     assert.equal(t.listener.received.length, 2);
+    assert.equal(
+      handed.filter((m) => m.attempt === 2).length,
+      2,
+      "held by the first consumer, made by the next",
+    );
   } finally {
     await t.close();
     kv.close();
