@@ -316,7 +316,8 @@ Deno.test(
     const statuses = responses.map((response) => response.status).sort();
     await Promise.all(responses.map((response) => response.body?.cancel()));
     assert.deepEqual(statuses, [202, 409, 409, 409, 409, 409]);
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await product.tasksTaken(2);
+    await new Promise((resolve) => setTimeout(resolve, 100)); // for a wrong third task to show too
     assert.equal(product.published.length, 2);
     assert.equal((await getJob(product, key, id)).retries, 1);
   }),
@@ -439,6 +440,7 @@ Deno.test(
     assert.equal(other.headers.get("idempotent-replayed"), null);
 
     assert.equal((await product.jobIds()).length, 2);
+    await product.tasksTaken(2);
     assert.equal(product.published.length, 2);
 
     for (const bad of ["has spaces", "x".repeat(300), "é"]) {
@@ -473,12 +475,40 @@ Deno.test(
 
 Deno.test(
   "Idempotency-Key: a repeat while the first is still uploading is 409 at once; after it, the same job",
-  withProduct({}, async (product) => {
+  withProduct({
+    // Tells the test when a request has made the key busy (upload/idempotency.ts), past the Gateway's steps.
+    wrapUploadMetadata: (metadata): MetadataClient => ({
+      ...metadata,
+      async reserve(name, value, ttlSeconds) {
+        const holder = await metadata.reserve(name, value, ttlSeconds);
+        if (name.startsWith("idempotency-busy:") && holder === value) keyBusy?.resolve();
+        return holder;
+      },
+    }),
+  }, async (product) => {
     const key = await product.createKey();
     const headers = { ...key.auth, "idempotency-key": "slow-one" };
     const held = heldBody("the ", "video");
+    keyBusy = Promise.withResolvers<void>();
     const first = product.uploadStream(headers, held.body);
-    await new Promise((resolve) => setTimeout(resolve, 50)); // the first request holds the key now
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        keyBusy.promise,
+        first.then((response) => {
+          throw new Error(`the first request ended (${response.status}) before it held its key`);
+        }),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error("the first request never held its key")), 5000);
+        }),
+      ]);
+    } catch (error) {
+      held.finish(); // not to leave the first request hanging
+      throw error;
+    } finally {
+      clearTimeout(timer);
+      keyBusy = undefined;
+    }
 
     const during = await product.upload(headers, "the video");
     assert.equal(during.status, 409);
@@ -495,6 +525,8 @@ Deno.test(
     assert.deepEqual(await product.jobIds(), [id]);
   }),
 );
+/** Resolved once a request of the test above holds its Idempotency-Key. */
+let keyBusy: PromiseWithResolvers<void> | undefined;
 
 Deno.test(
   "Idempotency-Key: once its job is deleted, or its first request died mid-upload, a repeat makes a new job",

@@ -8,6 +8,7 @@ import { createKvEventLog } from "@vmp3/adapters/kv-event-log";
 import { createMetadataApp, createMetadataClient } from "@vmp3/metadata";
 import { createUploadApp } from "./app.ts";
 import { createReconciler } from "./reconciler.ts";
+import { tasksTaken } from "./testing/wait.ts";
 
 async function setup() {
   const root = await Deno.makeTempDir();
@@ -40,7 +41,8 @@ async function setup() {
     published,
     reconciler,
     later: (ms: number) => clock += ms,
-    drain: () => new Promise((r) => setTimeout(r, 60)),
+    /** Waits until `count` tasks came (see {@linkcode tasksTaken}). */
+    tasksTaken: (count: number) => tasksTaken(published, count),
     async close() {
       await sub.close();
       kv.close();
@@ -63,7 +65,7 @@ Deno.test("the reconciler publishes the task of a job whose Upload died before p
   );
   t.later(61_000);
   assert.deepEqual(await t.reconciler.runOnce(), { published: [id], failed: [] });
-  await t.drain();
+  await t.tasksTaken(1);
   assert.equal(t.published.length, 1);
   assert.deepEqual(
     [t.published[0].jobId, t.published[0].inputKey, t.published[0].filename, t.published[0].options],
@@ -86,7 +88,7 @@ Deno.test("the reconciler leaves jobs Upload published alone, and fails a job wh
   assert.deepEqual(await t.reconciler.runOnce(), { published: [], failed: [lost] });
   const job = await t.metadata.getJob(lost);
   assert.deepEqual([job?.status, (job?.error as { code: string }).code], ["failed", "internal"]);
-  await t.drain();
+  await t.tasksTaken(1);
   assert.equal(t.published.length, 1, "only Upload's own task");
   await t.close();
 });

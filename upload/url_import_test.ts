@@ -18,6 +18,7 @@ import {
 } from "../adapters/testing/raw_http.ts";
 import { makeMedia } from "../convert/testing/media.ts";
 import { createUploadApp } from "./app.ts";
+import { tasksTaken } from "./testing/wait.ts";
 
 const LOCAL = parseCidrList("127.0.0.1/32");
 /** The API key id the Gateway names as the owner of imports. */
@@ -183,7 +184,7 @@ Deno.test("POST /imports turns a real video served over HTTP into a job, named f
     const recorded = await t.store.get(job.id);
     assert.equal(recorded?.owner, OWNER);
     assert.equal(recorded?.webhookUrl, "https://hooks.example/x");
-    await new Promise((r) => setTimeout(r, 60));
+    await tasksTaken(t.published, 1);
     assert.deepEqual(t.published.map((task) => task.jobId), [job.id]);
   } finally {
     server.close();
