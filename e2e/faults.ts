@@ -4,7 +4,7 @@
  * flags), and reading what the workers logged.
  * @module
  */
-import { freePort, launchService, type Service, type startProduct } from "./product.ts";
+import { freePort, launchService, readLog, type Service, type startProduct } from "./product.ts";
 
 /** The running product of `startProduct`. */
 export type Product = Awaited<ReturnType<typeof startProduct>>;
@@ -113,7 +113,7 @@ export interface Workers {
   readonly all: Service[];
   /** The folder worker `name` converts in. */
   workDir(name: string): string;
-  /** What worker `name` has logged so far (stdout and stderr). */
+  /** What worker `name` has logged so far (stdout and stderr); all of it once the worker has exited. */
   log(name: string): Promise<string>;
   /** Every worker's log, for a failing test's output. */
   logs(): Promise<string>;
@@ -151,11 +151,12 @@ export function convertWorkers(product: Product): Workers {
       all.push(service);
       return service;
     },
-    log: (name) => Deno.readTextFile(logPath(name)).catch(() => ""),
+    log(name) {
+      const service = all.findLast((s) => s.name === name);
+      return service ? readLog(service) : Deno.readTextFile(logPath(name)).catch(() => "");
+    },
     async logs() {
-      const parts = await Promise.all(
-        all.map(async (s) => `--- ${s.name}\n${await Deno.readTextFile(s.log).catch(() => "")}`),
-      );
+      const parts = await Promise.all(all.map(async (s) => `--- ${s.name}\n${await readLog(s)}`));
       return parts.join("\n");
     },
     async stop() {

@@ -17,16 +17,42 @@ function required(name: string): string {
 
 /**
  * Appends the process's stdout and stderr to `log` as they come, chunk by chunk (a pipeTo into one file's
- * writable would lock it for the second stream, and hold the output back until the process ends).
+ * writable would lock it for the second stream, and hold the output back until the process ends). `written`
+ * resolves once both streams have ended and their output is in `log`: a moment after the process exits, unordered
+ * with its `status`.
  */
-export async function captureOutput(process: Deno.ChildProcess, log: string): Promise<void> {
+export async function captureOutput(
+  process: Deno.ChildProcess,
+  log: string,
+): Promise<{ written: Promise<void> }> {
   await Deno.writeTextFile(log, "", { append: true });
+  const copies: Promise<void>[] = [];
   for (const stream of [process.stdout, process.stderr]) {
     const file = await Deno.open(log, { append: true });
-    (async () => {
-      for await (const chunk of stream) await file.write(chunk);
-    })().catch(() => {}).finally(() => file.close());
+    copies.push(
+      (async () => {
+        for await (const chunk of stream) await file.write(chunk);
+      })().catch(() => {}).finally(() => file.close()),
+    );
   }
+  return { written: Promise.all(copies).then(() => {}) };
+}
+
+/** The processes of services whose `status` has settled (marked before anyone else awaiting it goes on). */
+const exitedProcesses = new WeakSet<Deno.ChildProcess>();
+
+/**
+ * What `service` has logged so far; once its process has exited, all of it (the last output is written by this
+ * process's relay a moment after the exit, so a read right after `status` could miss it). The wait is bounded: a
+ * grandchild holding the pipes open must not hang a failing test's report.
+ */
+export async function readLog(service: Service): Promise<string> {
+  if (exitedProcesses.has(service.process)) {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([service.written, new Promise((resolve) => timer = setTimeout(resolve, 5000))]);
+    clearTimeout(timer);
+  }
+  return await Deno.readTextFile(service.log).catch(() => "");
 }
 
 /**
@@ -49,8 +75,10 @@ export async function launchService(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  await captureOutput(process, log);
-  const entry = { name, process, log };
+  // Registered before any caller can await `status`, so it runs first when the process exits.
+  process.status.then(() => exitedProcesses.add(process));
+  const { written } = await captureOutput(process, log);
+  const entry = { name, process, log, written };
   if (options.wait === false) return entry;
   let exited = false;
   process.status.then(() => exited = true);
@@ -63,7 +91,7 @@ export async function launchService(
       } catch { /* already gone */ }
       await process.status;
       const why = exited ? "exited at start" : "did not start";
-      throw new Error(`${name} ${why}:\n${await Deno.readTextFile(log).catch(() => "")}`);
+      throw new Error(`${name} ${why}:\n${await readLog(entry)}`);
     }
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -81,6 +109,8 @@ export interface Service {
   name: string;
   process: Deno.ChildProcess;
   log: string;
+  /** Resolves once all the process's output is in `log` (after it exits). */
+  written: Promise<void>;
 }
 
 /** Starts the real-mode product: four services (and `workers` Convert workers), each its own process. */
@@ -186,7 +216,7 @@ export async function startProduct(workers = 1, extraEnv: Record<string, string>
     },
     async logs() {
       return (await Promise.all(
-        services.map(async (s) => `--- ${s.name}\n${await Deno.readTextFile(s.log)}`),
+        services.map(async (s) => `--- ${s.name}\n${await readLog(s)}`),
       ))
         .join("\n");
     },
