@@ -67,3 +67,53 @@ Deno.test("the event consumer holds an event while the store fails, and stores i
   assert.deepEqual(await events.deadLetters(), [], "the outage did not burn the event's delivery limit");
   kv.close();
 });
+
+Deno.test("the event consumer applies the events of one job in the order they came, however long each takes", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const real = createKvJobStore(kv);
+  await real.insert(createJob({ id, input: { filename: "a.mp4", size: 1 } }, new Date()));
+  const other = crypto.randomUUID();
+  await real.insert(createJob({ id: other, input: { filename: "b.mp4", size: 1 } }, new Date()));
+  let releaseDone!: () => void;
+  const doneHeld = new Promise<void>((resolve) => releaseDone = resolve);
+  const slow: JobStore = {
+    ...real,
+    update: async (jobId, change) => {
+      // The done event's store call is slow (a compare-and-set retried, a slow Redis): the failure that came
+      // after it must wait, while another job's event goes on.
+      const job = await real.get(jobId);
+      const type = job ? change(job)?.status : undefined;
+      if (jobId === id && type === "done") await doneHeld;
+      return await real.update(jobId, change);
+    },
+  };
+  const events = createKvQueue(kv, EVENT_QUEUE, JobEvent, { pollMs: 10 });
+  const sub = await startEventConsumer(events, { store: slow, cache: createKvOutputCache(kv) }, {
+    prefetch: 4,
+  });
+  const at = new Date().toISOString();
+  await events.publish(done);
+  await events.publish({
+    type: "job.failed",
+    version: 1,
+    jobId: id,
+    at,
+    error: { code: "internal", message: "The uploaded video is no longer in storage" },
+  });
+  await events.publish({ type: "job.started", version: 1, jobId: other, at, duration: 1 });
+  await until(async () => (await real.get(other))?.status === "converting");
+  assert.equal(
+    (await real.get(id))?.status,
+    "queued",
+    "nothing of the first job applied while its done is held",
+  );
+  releaseDone();
+  await until(async () => (await Array.fromAsync(kv.list({ prefix: ["queue", EVENT_QUEUE] }))).length === 0);
+  assert.equal(
+    (await real.get(id))?.status,
+    "done",
+    "the failure that came after the done did not overtake it",
+  );
+  await sub.close();
+  kv.close();
+});
