@@ -213,9 +213,9 @@ export function createTaskHandler(
   /**
    * A task whose video is no longer in storage. A delivery removes the video only after its job.done was
    * confirmed, so with the MP3 stored, an earlier delivery finished the job and only its ack was lost (the
-   * broker's connection broke): nothing is reported, for a job.failed now could reach Metadata before that
-   * job.done (events are applied several at a time) and fail a finished job. Otherwise the job fails, once:
-   * that cannot pass.
+   * broker's connection broke): nothing is reported, for a job.failed now would be a second final word, and
+   * (from another Metadata process, or redelivered) could be applied before that job.done. Otherwise the job
+   * fails, once: that cannot pass.
    */
   async function inputGone(task: ConversionRequested): Promise<string> {
     if (await blobs.head(task.outputKey)) {

@@ -80,16 +80,16 @@ export async function launchService(
   const { written } = await captureOutput(process, log);
   const entry = { name, process, log, written };
   if (options.wait === false) return entry;
-  let exited = false;
-  process.status.then(() => exited = true);
   const url = `http://127.0.0.1:${env.PORT}/healthz`;
   for (let i = 0;; i++) {
     if ((await fetch(url).then((r) => r.body?.cancel().then(() => r.ok)).catch(() => false))) return entry;
+    const exited = exitedProcesses.has(process);
     if (exited || i > 300) {
       try {
         process.kill("SIGKILL");
       } catch { /* already gone */ }
       await process.status;
+      // Told from before the kill: after it, the process has exited either way.
       const why = exited ? "exited at start" : "did not start";
       throw new Error(`${name} ${why}:\n${await readLog(entry)}`);
     }

@@ -28,6 +28,7 @@ import type { PublicHttp } from "@vmp3/adapters/public-http";
 import { createMetadataApp, createMetadataClient, type MetadataClient } from "@vmp3/metadata";
 import { runKeysCommand } from "../../metadata/keys_cli.ts";
 import { createSweeper, createUploadApp } from "@vmp3/upload";
+import { eventually } from "../../upload/testing/wait.ts";
 import { createDownloadLinks } from "../download_link.ts";
 import { createGatewayApp } from "../app.ts";
 import type { AuthMode } from "../auth.ts";
@@ -206,11 +207,10 @@ export async function startProduct(options: ProductOptions = {}) {
 
     /** Waits until the queue consumer has taken `count` tasks (or fails after 2 s). */
     async tasksTaken(count: number): Promise<ConversionRequested[]> {
-      const deadline = Date.now() + 2000;
-      while (published.length < count) {
-        if (Date.now() > deadline) throw new Error(`Only ${published.length} of ${count} tasks came`);
-        await new Promise((resolve) => setTimeout(resolve, 5));
-      }
+      await eventually(
+        () => `${count} tasks; only ${published.length} came`,
+        () => published.length >= count,
+      );
       return published;
     },
 
